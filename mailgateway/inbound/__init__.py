@@ -1,0 +1,1 @@
+"""Inbound pipeline: pure stages (parse, forwards, origin, threads) and the worker that runs them."""

@@ -1,0 +1,1 @@
+"""SMTP and IMAP intake: protocol work, limits and one durable write."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy schema, engine set-up, queries and migrations."""
