@@ -1,0 +1,5 @@
+"""Run the command line with `python -m mailgateway`."""
+
+from mailgateway.cli import main
+
+main()

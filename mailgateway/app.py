@@ -1,0 +1,137 @@
+"""Composition root: builds the store, intake and worker from the configuration and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from mailgateway.config import Config, DatabaseConfig, load_config
+from mailgateway.errors import ConfigError, RefusedError
+from mailgateway.inbound.worker import InboundWorker
+from mailgateway.intake.smtp import ConnectionLimiter, IntakeHandler, start_servers
+from mailgateway.logs import get_logger
+from mailgateway.store.db import create_engine, current_revision
+from mailgateway.store.repo import Store
+
+log = get_logger(__name__)
+
+HEAD_REVISION = "0001"
+SHUTDOWN_GRACE = 10.0
+
+
+def open_store(config: Config) -> Store:
+    """A store on the configured database."""
+    return Store(create_engine(config.gateway.database.async_url))
+
+
+async def require_schema(store: Store) -> None:
+    """Refuse to run on a database that `db upgrade` has not brought to this version."""
+    revision = await current_revision(store.engine)
+    if revision != HEAD_REVISION:
+        msg = f"database schema is at {revision or 'nothing'}, expected {HEAD_REVISION}: run `mailgateway db upgrade`"
+        raise RefusedError(msg)
+
+
+def free_space_probe(database: DatabaseConfig) -> Callable[[], int | None]:
+    """Free bytes where a SQLite database lives (PostgreSQL reports its own full disk)."""
+    if not database.is_sqlite:
+        return lambda: None
+    folder = Path(make_url(database.async_url).database or ".").parent
+
+    def probe() -> int | None:
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            return None
+
+    return probe
+
+
+@dataclass
+class Gateway:
+    """The running daemon's parts."""
+
+    config: Config
+    store: Store
+    handler: IntakeHandler
+    worker: InboundWorker
+    limiter: ConnectionLimiter
+    servers: list[asyncio.Server] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def sockets(self) -> list[str]:
+        """The addresses the SMTP listeners are bound to, as host:port."""
+        return [
+            f"{sock.getsockname()[0]}:{sock.getsockname()[1]}"
+            for server in self.servers
+            for sock in server.sockets
+        ]
+
+    def reload(self, directory: Path) -> bool:
+        """Load the configuration again; an invalid one is refused and the old one stays."""
+        try:
+            config = load_config(directory)
+        except ConfigError as error:
+            log.error("config.reload_refused", error=str(error))
+            return False
+        self.config = config
+        self.handler.config = config
+        log.info("config.reloaded", inboxes=len(config.inboxes))
+        return True
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let sessions finish (up to a grace period), drain commits, stop the
+        worker after the row in hand."""
+        for server in self.servers:
+            server.close()
+        with suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_GRACE):
+                while self.limiter.open:
+                    await asyncio.sleep(0.05)
+        await self.handler.drain()
+        self.worker.stop()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.store.close()
+
+
+async def start(config: Config) -> Gateway:
+    """Build every part and start listening and processing."""
+    store = open_store(config)
+    await require_schema(store)
+    gateway_settings = config.gateway
+    worker = InboundWorker(store, gateway_settings.worker, id_domain=gateway_settings.smtp.hostname)
+    handler = IntakeHandler(
+        config, store, free_space=free_space_probe(gateway_settings.database), on_commit=worker.wake
+    )
+    limiter = ConnectionLimiter(
+        gateway_settings.smtp.max_connections, gateway_settings.smtp.max_connections_per_ip
+    )
+    gateway = Gateway(config, store, handler, worker, limiter)
+    gateway.servers = await start_servers(handler, limiter, gateway_settings.smtp.endpoints)
+    gateway.tasks.append(asyncio.create_task(worker.run()))
+    log.info("gateway.started", listen=",".join(gateway.sockets), inboxes=len(config.inboxes))
+    return gateway
+
+
+async def serve(directory: Path) -> int:
+    """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+    config = load_config(directory)
+    gateway = await start(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload, directory)
+    await stop.wait()
+    log.info("gateway.stopping")
+    await gateway.shutdown()
+    log.info("gateway.stopped")
+    return 0

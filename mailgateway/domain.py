@@ -1,0 +1,92 @@
+"""Frozen value types passed between the pipeline's stages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class QueueState(enum.StrEnum):
+    """Where an inbound queue row is in its life (Postfix's incoming/active/hold)."""
+
+    QUEUED = "queued"
+    ACTIVE = "active"
+    DONE = "done"
+    HELD = "held"
+
+
+class ConversationStatus(enum.StrEnum):
+    """Whether agents still have to act on a conversation."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Direction(enum.StrEnum):
+    """Which way a message travelled."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Attribution(enum.StrEnum):
+    """Whom a message is logged to (SPEC §3)."""
+
+    SENDER = "sender"
+    FORWARD_ORIGINAL_SENDER = "forward_original_sender"
+    FORWARDER = "forwarder"
+
+
+class ThreadReason(enum.StrEnum):
+    """Which threading rule put a message in its conversation (SPEC §3)."""
+
+    NEW = "new"
+    REFERENCES = "references"
+    IN_REPLY_TO = "in_reply_to"
+    REPLY_TOKEN = "reply_token"
+    SUBJECT = "subject"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox: lower-cased address and a display name ('' when none)."""
+
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    """Metadata of one attachment; the bytes stay in the raw message."""
+
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What the parse stage derives from raw bytes. Every text field is free of CR, LF and NUL
+    except `text` and `html`, which are free of NUL only."""
+
+    message_id: str
+    message_id_generated: bool
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    subject: str
+    from_: Address | None
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    date: datetime | None
+    text: str | None
+    html: str | None
+    attachments: tuple[AttachmentInfo, ...]
+    headers: tuple[tuple[str, str], ...]
+    defects: tuple[str, ...] = field(default=())
+
+    def header(self, name: str) -> str | None:
+        """The first header of that name (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), None)

@@ -1,0 +1,441 @@
+"""Every query the gateway runs, in one place, over SQLAlchemy Core with bound parameters only."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Insert, Row, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.schema import Table
+
+from mailgateway.domain import ConversationStatus, QueueState
+from mailgateway.store.schema import (
+    Contact,
+    Conversation,
+    InboundItem,
+    Message,
+    RawMessage,
+    utcnow,
+)
+
+raw_messages: Table = RawMessage.__table__  # type: ignore[assignment]
+inbound_queue: Table = InboundItem.__table__  # type: ignore[assignment]
+contacts: Table = Contact.__table__  # type: ignore[assignment]
+conversations: Table = Conversation.__table__  # type: ignore[assignment]
+messages: Table = Message.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One accepted recipient of an SMTP transaction: the inbox and the address it was sent to."""
+
+    inbox: str
+    rcpt_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The SMTP envelope and session facts stored beside the raw bytes."""
+
+    mail_from: str
+    peer: str = ""
+    helo: str = ""
+    source: str = "smtp"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedItem:
+    """A queue row a worker has claimed, with the raw bytes to process."""
+
+    id: int
+    raw_id: int
+    inbox: str
+    rcpt_to: str
+    mail_from: str
+    attempts: int
+    data: bytes
+
+
+def digest_of(data: bytes) -> str:
+    """The content key under which raw bytes are stored once."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _insert(connection: AsyncConnection, table: Table) -> Any:
+    """A dialect-specific INSERT that supports ON CONFLICT DO NOTHING."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _inserted_id(statement: Insert) -> Any:
+    """An INSERT that returns the new row's id."""
+    return statement.returning(statement.table.c.id)  # type: ignore[attr-defined]
+
+
+class Store:
+    """The gateway's database: queue, conversations and their messages."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self.engine.dispose()
+
+    # -- intake ------------------------------------------------------------------------------
+
+    async def enqueue(
+        self, data: bytes, envelope: Envelope, deliveries: Sequence[Delivery]
+    ) -> list[int]:
+        """Commit the raw bytes once and one queue row per inbox; a retried identical delivery
+        returns the rows stored the first time instead of storing again."""
+        digest = digest_of(data)
+        async with self.engine.begin() as connection:
+            raw_id = await self._raw_id(connection, digest, data)
+            return [
+                await self._queue_row(connection, raw_id, envelope, delivery)
+                for delivery in deliveries
+            ]
+
+    async def _raw_id(self, connection: AsyncConnection, digest: str, data: bytes) -> int:
+        """The id of the stored copy of these bytes, storing them when new."""
+        statement = _insert(connection, raw_messages).values(
+            digest=digest, size=len(data), data=data, received_at=utcnow()
+        )
+        await connection.execute(statement.on_conflict_do_nothing(index_elements=["digest"]))
+        found = await connection.scalar(
+            select(raw_messages.c.id).where(raw_messages.c.digest == digest)
+        )
+        assert found is not None
+        return int(found)
+
+    async def _queue_row(
+        self, connection: AsyncConnection, raw_id: int, envelope: Envelope, delivery: Delivery
+    ) -> int:
+        """The queue row of these bytes for this inbox, created when new."""
+        now = utcnow()
+        statement = _insert(connection, inbound_queue).values(
+            raw_id=raw_id,
+            inbox=delivery.inbox,
+            source=envelope.source,
+            mail_from=envelope.mail_from,
+            rcpt_to=delivery.rcpt_to,
+            peer=envelope.peer,
+            helo=envelope.helo,
+            state=QueueState.QUEUED,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        await connection.execute(
+            statement.on_conflict_do_nothing(index_elements=["inbox", "raw_id"])
+        )
+        found = await connection.scalar(
+            select(inbound_queue.c.id).where(
+                inbound_queue.c.inbox == delivery.inbox, inbound_queue.c.raw_id == raw_id
+            )
+        )
+        assert found is not None
+        return int(found)
+
+    # -- the inbound queue ---------------------------------------------------------------------
+
+    async def claim(self, worker: str, limit: int, max_attempts: int) -> list[ClaimedItem]:
+        """Claim up to `limit` due rows (row locks, SKIP LOCKED on PostgreSQL), counting an
+        attempt for each; rows already tried `max_attempts` times are held instead."""
+        now = utcnow()
+        async with self.engine.begin() as connection:
+            rows = (
+                await connection.execute(
+                    select(inbound_queue.c.id, inbound_queue.c.attempts)
+                    .where(
+                        inbound_queue.c.state == QueueState.QUEUED,
+                        inbound_queue.c.next_attempt_at <= now,
+                    )
+                    .order_by(inbound_queue.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            exhausted = [row.id for row in rows if row.attempts >= max_attempts]
+            due = [row.id for row in rows if row.attempts < max_attempts]
+            if exhausted:
+                await connection.execute(
+                    update(inbound_queue)
+                    .where(inbound_queue.c.id.in_(exhausted))
+                    .values(state=QueueState.HELD, updated_at=now)
+                )
+            if not due:
+                return []
+            await connection.execute(
+                update(inbound_queue)
+                .where(inbound_queue.c.id.in_(due))
+                .values(
+                    state=QueueState.ACTIVE,
+                    attempts=inbound_queue.c.attempts + 1,
+                    claimed_by=worker,
+                    claimed_at=now,
+                    updated_at=now,
+                )
+            )
+            result = await connection.execute(
+                select(
+                    inbound_queue.c.id,
+                    inbound_queue.c.raw_id,
+                    inbound_queue.c.inbox,
+                    inbound_queue.c.rcpt_to,
+                    inbound_queue.c.mail_from,
+                    inbound_queue.c.attempts,
+                    raw_messages.c.data,
+                )
+                .join(raw_messages, raw_messages.c.id == inbound_queue.c.raw_id)
+                .where(inbound_queue.c.id.in_(due))
+                .order_by(inbound_queue.c.id)
+            )
+            return [ClaimedItem(*row) for row in result.all()]
+
+    async def requeue_stale(self, older_than: timedelta) -> int:
+        """Put rows back whose worker vanished mid-processing (claimed longer ago than
+        `older_than`); returns how many."""
+        cutoff = utcnow() - older_than
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(inbound_queue)
+                .where(
+                    inbound_queue.c.state == QueueState.ACTIVE,
+                    inbound_queue.c.claimed_at < cutoff,
+                )
+                .values(state=QueueState.QUEUED, claimed_by=None, updated_at=utcnow())
+            )
+            return int(result.rowcount)
+
+    async def release_claims(self, worker: str) -> int:
+        """Put back every row this worker claimed and did not finish (orderly shutdown)."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(inbound_queue)
+                .where(
+                    inbound_queue.c.state == QueueState.ACTIVE,
+                    inbound_queue.c.claimed_by == worker,
+                )
+                .values(
+                    state=QueueState.QUEUED,
+                    claimed_by=None,
+                    attempts=inbound_queue.c.attempts - 1,
+                    updated_at=utcnow(),
+                )
+            )
+            return int(result.rowcount)
+
+    async def fail(
+        self, queue_id: int, reason: str, *, hold: bool, retry_at: datetime
+    ) -> None:
+        """Record a failed attempt: back to the queue for a later retry, or held for a human."""
+        state = QueueState.HELD if hold else QueueState.QUEUED
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(inbound_queue)
+                .where(inbound_queue.c.id == queue_id)
+                .values(
+                    state=state,
+                    reason=reason,
+                    next_attempt_at=retry_at,
+                    claimed_by=None,
+                    updated_at=utcnow(),
+                )
+            )
+
+    async def retry(self, queue_id: int) -> bool:
+        """Queue a held (or deferred) row again with a fresh attempt count; False if unknown or
+        already done."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(inbound_queue)
+                .where(
+                    inbound_queue.c.id == queue_id,
+                    inbound_queue.c.state.in_([QueueState.HELD, QueueState.QUEUED]),
+                )
+                .values(
+                    state=QueueState.QUEUED,
+                    attempts=0,
+                    next_attempt_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+            return bool(result.rowcount)
+
+    async def queue_rows(self, states: Iterable[str] | None = None) -> list[Row[Any]]:
+        """Queue rows (without the raw bytes), oldest first, optionally of some states."""
+        statement = (
+            select(inbound_queue, raw_messages.c.size)
+            .join(raw_messages, raw_messages.c.id == inbound_queue.c.raw_id)
+            .order_by(inbound_queue.c.id)
+        )
+        if states is not None:
+            statement = statement.where(inbound_queue.c.state.in_(list(states)))
+        async with self.engine.connect() as connection:
+            return list((await connection.execute(statement)).all())
+
+    async def queue_counts(self) -> dict[str, int]:
+        """How many queue rows are in each state."""
+        async with self.engine.connect() as connection:
+            result = await connection.execute(
+                select(inbound_queue.c.state, func.count()).group_by(inbound_queue.c.state)
+            )
+            return {state: int(count) for state, count in result.all()}
+
+    # -- conversations ------------------------------------------------------------------------
+
+    async def conversation_rows(
+        self,
+        *,
+        inbox: str | None = None,
+        status: str | None = None,
+        assignee: str | None = None,
+        limit: int | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> list[Row[Any]]:
+        """Conversations with their contact, newest activity first, filtered as asked."""
+        statement = (
+            select(
+                conversations,
+                contacts.c.email.label("contact_email"),
+                contacts.c.name.label("contact_name"),
+            )
+            .outerjoin(contacts, contacts.c.id == conversations.c.contact_id)
+            .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
+        )
+        filters = {"inbox": inbox, "status": status, "assignee": assignee}
+        for column, value in filters.items():
+            if value is not None:
+                statement = statement.where(conversations.c[column] == value)
+        if ids is not None:
+            statement = statement.where(conversations.c.id.in_(list(ids)))
+        if limit is not None:
+            statement = statement.limit(limit)
+        async with self.engine.connect() as connection:
+            return list((await connection.execute(statement)).all())
+
+    async def message_rows(self, conversation_id: int) -> list[Row[Any]]:
+        """The messages of a conversation, oldest first."""
+        async with self.engine.connect() as connection:
+            result = await connection.execute(
+                select(messages)
+                .where(messages.c.conversation_id == conversation_id)
+                .order_by(messages.c.id)
+            )
+            return list(result.all())
+
+    async def set_status(self, conversation_id: int, status: ConversationStatus) -> bool:
+        """Close or reopen a conversation; False when there is no such conversation."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(conversations)
+                .where(conversations.c.id == conversation_id)
+                .values(status=status, updated_at=utcnow())
+            )
+            return bool(result.rowcount)
+
+
+# -- writes inside the worker's transaction --------------------------------------------------
+
+
+async def upsert_contact(connection: AsyncConnection, email: str, name: str) -> int:
+    """The contact with this address, created (with its display name) when new."""
+    statement = _insert(connection, contacts).values(email=email, name=name, created_at=utcnow())
+    await connection.execute(statement.on_conflict_do_nothing(index_elements=["email"]))
+    found = await connection.execute(
+        select(contacts.c.id, contacts.c.name).where(contacts.c.email == email)
+    )
+    row = found.one()
+    if name and not row.name:
+        await connection.execute(
+            update(contacts).where(contacts.c.id == row.id).values(name=name)
+        )
+    return int(row.id)
+
+
+async def conversation_by_message_ids(
+    connection: AsyncConnection, inbox: str, message_ids: Sequence[str]
+) -> dict[str, int]:
+    """Which of these Message-IDs are stored in the inbox, and in which conversation."""
+    if not message_ids:
+        return {}
+    result = await connection.execute(
+        select(messages.c.message_id, messages.c.conversation_id).where(
+            messages.c.inbox == inbox, messages.c.message_id.in_(list(message_ids))
+        )
+    )
+    return {message_id: int(conversation_id) for message_id, conversation_id in result.all()}
+
+
+async def message_for_queue_row(connection: AsyncConnection, queue_id: int) -> int | None:
+    """The message already stored for a queue row, if a previous attempt got that far."""
+    found = await connection.scalar(select(messages.c.id).where(messages.c.queue_id == queue_id))
+    return None if found is None else int(found)
+
+
+async def same_message_id_other_content(
+    connection: AsyncConnection, inbox: str, message_id: str, raw_id: int
+) -> bool:
+    """Whether the inbox already holds this Message-ID with different bytes (a reused or
+    replayed id, to be flagged, never merged or dropped)."""
+    found = await connection.scalar(
+        select(func.count())
+        .select_from(messages)
+        .where(
+            messages.c.inbox == inbox,
+            messages.c.message_id == message_id,
+            or_(messages.c.raw_id.is_(None), messages.c.raw_id != raw_id),
+        )
+    )
+    return bool(found)
+
+
+async def create_conversation(
+    connection: AsyncConnection, inbox: str, subject: str, contact_id: int | None, when: datetime
+) -> int:
+    """A new open conversation with its own unguessable reply token."""
+    statement = _insert(connection, conversations).values(
+        inbox=inbox,
+        subject=subject,
+        status=ConversationStatus.OPEN,
+        contact_id=contact_id,
+        channel="fallback_email",
+        reply_token=secrets.token_urlsafe(18),
+        created_at=when,
+        updated_at=when,
+    )
+    return int((await connection.execute(_inserted_id(statement))).scalar_one())
+
+
+async def touch_conversation(connection: AsyncConnection, conversation_id: int, when: datetime) -> None:
+    """Mark new activity on a conversation."""
+    await connection.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id)
+        .values(updated_at=when)
+    )
+
+
+async def insert_message(connection: AsyncConnection, values: dict[str, Any]) -> int:
+    """Store one message row; returns its id."""
+    statement = _insert(connection, messages).values(**values)
+    return int((await connection.execute(_inserted_id(statement))).scalar_one())
+
+
+async def finish(connection: AsyncConnection, queue_id: int) -> None:
+    """Mark a queue row done, in the same transaction as the rows it produced."""
+    await connection.execute(
+        update(inbound_queue)
+        .where(and_(inbound_queue.c.id == queue_id))
+        .values(state=QueueState.DONE, reason=None, claimed_by=None, updated_at=utcnow())
+    )

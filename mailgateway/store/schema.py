@@ -1,0 +1,160 @@
+"""SQLAlchemy 2 typed models: the inbound queue, raw messages, contacts, conversations, messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store aware values converted to UTC; naive values are taken to be UTC already."""
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read values back as aware UTC datetimes."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention Alembic can rely on."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class RawMessage(Base):
+    """The bytes of one received message, stored once, verbatim, before any parsing."""
+
+    __tablename__ = "raw_messages"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class InboundItem(Base):
+    """One message waiting for (or done with) processing for one inbox: the inbound queue."""
+
+    __tablename__ = "inbound_queue"
+    __table_args__ = (
+        UniqueConstraint("inbox", "raw_id", name="uq_inbound_queue_inbox_raw"),
+        Index("ix_inbound_queue_state_next", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    raw_id: Mapped[int] = mapped_column(ForeignKey("raw_messages.id"))
+    inbox: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), default="smtp")
+    mail_from: Mapped[str] = mapped_column(Text, default="")
+    rcpt_to: Mapped[str] = mapped_column(Text)
+    peer: Mapped[str] = mapped_column(Text, default="")
+    helo: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Contact(Base):
+    """A person who writes to the team, keyed by e-mail address."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Conversation(Base):
+    """A thread of messages in one inbox with one contact."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_inbox_status", "inbox", "status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    inbox: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), nullable=True)
+    assignee: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    channel: Mapped[str] = mapped_column(String(320), default="fallback_email")
+    reply_token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Message(Base):
+    """One message of a conversation, with its parsed fields; the raw bytes stay in raw_messages."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_inbox_message_id", "inbox", "message_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    inbox: Mapped[str] = mapped_column(String(64))
+    queue_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inbound_queue.id"), unique=True, nullable=True
+    )
+    raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), nullable=True)
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")
+    message_id: Mapped[str] = mapped_column(Text)
+    message_id_generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    in_reply_to: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    references: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_email: Mapped[str] = mapped_column(Text, default="")
+    from_name: Mapped[str] = mapped_column(Text, default="")
+    to: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    cc: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    date: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    html: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attachments: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    forwarded_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attribution: Mapped[str] = mapped_column(String(32), default="sender")
+    thread_reason: Mapped[str] = mapped_column(String(32), default="new")
+    auto_submitted: Mapped[bool] = mapped_column(Boolean, default=False)
+    defects: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
