@@ -35,7 +35,8 @@ async def require_schema(store: Store) -> None:
     """Refuse to run on a database that `db upgrade` has not brought to this version."""
     revision = await current_revision(store.engine)
     if revision != HEAD_REVISION:
-        msg = f"database schema is at {revision or 'nothing'}, expected {HEAD_REVISION}: run `mailgateway db upgrade`"
+        found = revision or "nothing"
+        msg = f"database schema is at {found}, expected {HEAD_REVISION}: run `mailgateway db upgrade`"
         raise RefusedError(msg)
 
 

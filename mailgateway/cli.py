@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -94,9 +93,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     Console().print(table)
 
 
-def with_store(
-    config_dir: Path, action: Callable[[Config, Store], Awaitable[T]]
-) -> T:
+def with_store(config_dir: Path, action: Callable[[Config, Store], Awaitable[T]]) -> T:
     """Load the configuration, open the database, run the action, close the database."""
     config = load_config(config_dir)
 
@@ -129,7 +126,8 @@ def init_command(directory: Path, subdomain: str, company: str) -> None:
     """Write a new configuration folder with the default inbox."""
     config = init_config(directory, subdomain=subdomain, company=company)
     inbox = config.default_inbox
-    click.echo(f"created {directory} with inbox {inbox.slug!r} at {inbox.fallback_email.forwarding_address}")
+    address = inbox.fallback_email.forwarding_address
+    click.echo(f"created {directory} with inbox {inbox.slug!r} at {address}")
 
 
 @main.command("check-config")
@@ -192,11 +190,19 @@ def inbox_view(config: Config, slug: str) -> dict[str, Any]:
         "forwarding_address": inbox.fallback_email.forwarding_address,
         "status": str(inbox.fallback_email.status),
         "channels": [
-            {"type": "fallback_email", "address": inbox.fallback_email.forwarding_address,
-             "status": str(inbox.fallback_email.status), "health": "ok"},
+            {
+                "type": "fallback_email",
+                "address": inbox.fallback_email.forwarding_address,
+                "status": str(inbox.fallback_email.status),
+                "health": "ok",
+            },
             *(
-                {"type": str(channel.type), "address": channel.address,
-                 "status": str(channel.status), "health": "unknown"}
+                {
+                    "type": str(channel.type),
+                    "address": channel.address,
+                    "status": str(channel.status),
+                    "health": "unknown",
+                }
                 for channel in inbox.channels
             ),
         ],
@@ -218,8 +224,13 @@ def inboxes_list(config_dir: Path, as_json: bool) -> None:
         "Inboxes",
         ["slug", "name", "default", "forwarding address", "channels"],
         [
-            [r["slug"], r["name"], "yes" if r["default"] else "", r["forwarding_address"],
-             ", ".join(f"{c['type']} {c['address']} ({c['status']})" for c in r["channels"])]
+            [
+                r["slug"],
+                r["name"],
+                "yes" if r["default"] else "",
+                r["forwarding_address"],
+                ", ".join(f"{c['type']} {c['address']} ({c['status']})" for c in r["channels"]),
+            ]
             for r in rows
         ],
     )
@@ -263,8 +274,12 @@ def conversations() -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="At most N, newest first.")
 @guarded
 def conversations_list(
-    config_dir: Path, as_json: bool, inbox: str | None, status: str | None,
-    assignee: str | None, limit: int | None,
+    config_dir: Path,
+    as_json: bool,
+    inbox: str | None,
+    status: str | None,
+    assignee: str | None,
+    limit: int | None,
 ) -> None:
     """Conversations, newest first."""
 
@@ -282,8 +297,14 @@ def conversations_list(
         "Conversations",
         ["id", "inbox", "status", "contact", "assignee", "subject"],
         [
-            [c["id"], c["inbox"], c["status"], (c["contact"] or {}).get("email"),
-             c["assignee"], c["subject"][:60]]
+            [
+                c["id"],
+                c["inbox"],
+                c["status"],
+                (c["contact"] or {}).get("email"),
+                c["assignee"],
+                c["subject"][:60],
+            ]
             for c in found
         ],
     )
@@ -317,7 +338,9 @@ def conversations_show(conversation_id: int, config_dir: Path, as_json: bool) ->
         click.echo((message["text"] or "")[:2000])
 
 
-def set_status(conversation_id: int, user: str, config_dir: Path, status: ConversationStatus) -> None:
+def set_status(
+    conversation_id: int, user: str, config_dir: Path, status: ConversationStatus
+) -> None:
     """Close or reopen a conversation on behalf of a member of its inbox."""
 
     async def action(config: Config, store: Store) -> None:
@@ -388,8 +411,18 @@ def queue_list(config_dir: Path, as_json: bool, state: str | None, show_all: boo
     print_table(
         "Queue",
         ["id", "queue", "state", "inbox", "from", "attempts", "reason"],
-        [[r["id"], r["queue"], r["state"], r["inbox"], r["mail_from"], r["attempts"], r["reason"]]
-         for r in rows],
+        [
+            [
+                r["id"],
+                r["queue"],
+                r["state"],
+                r["inbox"],
+                r["mail_from"],
+                r["attempts"],
+                r["reason"],
+            ]
+            for r in rows
+        ],
     )
 
 

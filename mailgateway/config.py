@@ -192,6 +192,7 @@ def _existing_file(value: str | Path, info: ValidationInfo) -> Path:
 
 Count = Annotated[int, Strict(), Field(gt=0)]
 Seconds = Annotated[float, Strict(), Field(gt=0)]
+Delay = Annotated[float, Strict(), Field(ge=0)]
 Size = Annotated[int, BeforeValidator(_check_size), Strict(), Field(gt=0)]
 Flag = Annotated[bool, Strict()]
 Email = Annotated[str, AfterValidator(_check_email)]
@@ -415,7 +416,7 @@ class WorkerConfig(_Model):
     batch_size: Count = 20
     max_attempts: Count = 3
     poll_interval: Seconds = 1.0
-    retry_delay: Seconds = 30.0
+    retry_delay: Delay = 30.0
 
 
 class OutboundConfig(_Model):

@@ -8,11 +8,14 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 MAX_VALUE = 300
 
 
-def truncate_values(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def truncate_values(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Cut long string values so one hostile header cannot flood the log."""
     for key, value in event.items():
         if isinstance(value, str) and len(value) > MAX_VALUE:
@@ -38,7 +41,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     )
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A logger bound to the module name."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(logger=name)
+def get_logger(name: str) -> FilteringBoundLogger:
+    """A logger whose events carry the module name."""
+    logger: FilteringBoundLogger = structlog.get_logger(module=name)
     return logger

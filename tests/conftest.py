@@ -57,19 +57,29 @@ def pg_template() -> Iterator[str]:
     asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A migrated, empty PostgreSQL database (its name), dropped afterwards."""
+    name = f"mg_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield name
+    asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated, empty SQLite database file."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'var' / 'mailgateway.db'}"
+    asyncio.run(_migrate(url))
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest) -> str:
     """A migrated, empty database of each kind; the test runs once per kind."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'var' / 'mailgateway.db'}"
-        asyncio.run(_migrate(url))
-        yield url
-        return
-    template = request.getfixturevalue("pg_template")
-    name = f"mg_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    yield pg_url(name)
-    asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        return str(request.getfixturevalue("sqlite_url"))
+    return pg_url(request.getfixturevalue("pg_database"))
 
 
 @pytest.fixture

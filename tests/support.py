@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +56,11 @@ def write_config(directory: Path, db_url: str, **smtp: Any) -> Path:
         [
             toml_section(
                 "account",
-                {"subdomain": "acme", "company_name": "Acme Inc.",
-                 "forwarding_domain": "inbox.example.net"},
+                {
+                    "subdomain": "acme",
+                    "company_name": "Acme Inc.",
+                    "forwarding_domain": "inbox.example.net",
+                },
             ),
             toml_section("smtp", {**SMTP_DEFAULTS, **smtp}),
             toml_section("database", {"url": db_url}),
@@ -128,11 +131,12 @@ class RawSMTP:
 
     @classmethod
     async def connect(cls, port: int, *, greet: bool = True) -> RawSMTP:
-        """Connect and (by default) read the greeting."""
+        """Connect and (by default) read the greeting and say EHLO."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         client = cls(reader, writer)
         if greet:
             await client.reply()
+            await client.command("EHLO client.test")
         return client
 
     async def reply(self, timeout: float = 10.0) -> str:

@@ -49,7 +49,10 @@ def contact_address(parsed: Parsed, mail_from: str) -> Address | None:
 
 
 def message_values(
-    item: ClaimedItem, parsed: Parsed, conversation_id: int, thread: ThreadRef,
+    item: ClaimedItem,
+    parsed: Parsed,
+    conversation_id: int,
+    thread: ThreadRef,
     defects: list[str],
 ) -> dict[str, Any]:
     """The messages row for a parsed inbound message."""
@@ -92,8 +95,8 @@ async def store_message(connection: AsyncConnection, item: ClaimedItem, parsed: 
         await repo.finish(connection, item.id)
         return Outcome(item.id, 0, existing, ThreadReason.NEW)
     sender = contact_address(parsed, item.mail_from)
-    contact_id = None if sender is None else await repo.upsert_contact(
-        connection, sender.email, sender.name
+    contact_id = (
+        None if sender is None else await repo.upsert_contact(connection, sender.email, sender.name)
     )
     known = await repo.conversation_by_message_ids(
         connection, item.inbox, [*parsed.in_reply_to, *parsed.references]

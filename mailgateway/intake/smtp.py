@@ -28,13 +28,13 @@ PATH_TOO_LONG = "553 5.1.3 Address too long"
 HEADER_TOO_BIG = "552 5.3.4 Message header exceeds fixed maximum size"
 BARE_NEWLINE = "550 5.5.2 Message header contains bare CR or LF"
 MAIL_LOOP = "554 5.4.6 Too many Received headers: mail forwarding loop"
+TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 MAX_PATH = 256
 
 # aiosmtpd's own replies, given the enhanced status codes (RFC 3463) operators grep for.
 ENHANCED_REPLIES = {
-    "552 Error: message size exceeds fixed maximum message size":
-        "552 5.3.4 Message size exceeds fixed maximum message size",
-    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
+    "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
+    "552 Error: Too much mail data": TOO_BIG,
     "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
     "500 Command line too long": "500 5.5.2 Command line too long",
     "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
@@ -140,7 +140,11 @@ class IntakeHandler:
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: GatewayEnvelope, address: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: GatewayEnvelope,
+        address: str,
         options: list[str],
     ) -> str:
         """Accept only forwarding addresses of enabled inboxes (and their reply-token forms)."""
@@ -170,9 +174,7 @@ class IntakeHandler:
             return CHANNEL_DISABLED
         return Delivery(inbox=inbox.slug, rcpt_to=mailbox.lower())
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: GatewayEnvelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: GatewayEnvelope) -> str:
         """Check the content limits, commit the raw bytes, and only then answer 250."""
         raw: bytes = envelope.original_content or b""
         refusal = check_content(raw, self.config.gateway.smtp)
@@ -241,7 +243,11 @@ class GatewaySMTP(SMTP):  # type: ignore[misc]
     local_part_limit = 64
 
     def __init__(
-        self, handler: IntakeHandler, *, limiter: ConnectionLimiter, min_data_rate: int,
+        self,
+        handler: IntakeHandler,
+        *,
+        limiter: ConnectionLimiter,
+        min_data_rate: int,
         **options: Any,
     ) -> None:
         super().__init__(handler, **options)
@@ -337,7 +343,11 @@ def protocol_factory(
             tls_context=tls_context(smtp),
             timeout=smtp.idle_timeout,
             command_call_limit={
-                "NOOP": junk, "RSET": junk, "VRFY": junk, "HELP": junk, "EXPN": junk,
+                "NOOP": junk,
+                "RSET": junk,
+                "VRFY": junk,
+                "HELP": junk,
+                "EXPN": junk,
                 "*": 1_000_000,
             },
         )

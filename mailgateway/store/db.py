@@ -1,4 +1,4 @@
-"""Engine set-up (SQLite durability pragmas, PostgreSQL by URL) and schema migration with Alembic."""
+"""Engine set-up (SQLite durability pragmas, PostgreSQL by URL) and schema migration (Alembic)."""
 
 from __future__ import annotations
 

@@ -235,9 +235,7 @@ class Store:
             )
             return int(result.rowcount)
 
-    async def fail(
-        self, queue_id: int, reason: str, *, hold: bool, retry_at: datetime
-    ) -> None:
+    async def fail(self, queue_id: int, reason: str, *, hold: bool, retry_at: datetime) -> None:
         """Record a failed attempt: back to the queue for a later retry, or held for a human."""
         state = QueueState.HELD if hold else QueueState.QUEUED
         async with self.engine.begin() as connection:
@@ -357,9 +355,7 @@ async def upsert_contact(connection: AsyncConnection, email: str, name: str) -> 
     )
     row = found.one()
     if name and not row.name:
-        await connection.execute(
-            update(contacts).where(contacts.c.id == row.id).values(name=name)
-        )
+        await connection.execute(update(contacts).where(contacts.c.id == row.id).values(name=name))
     return int(row.id)
 
 
@@ -417,12 +413,12 @@ async def create_conversation(
     return int((await connection.execute(_inserted_id(statement))).scalar_one())
 
 
-async def touch_conversation(connection: AsyncConnection, conversation_id: int, when: datetime) -> None:
+async def touch_conversation(
+    connection: AsyncConnection, conversation_id: int, when: datetime
+) -> None:
     """Mark new activity on a conversation."""
     await connection.execute(
-        update(conversations)
-        .where(conversations.c.id == conversation_id)
-        .values(updated_at=when)
+        update(conversations).where(conversations.c.id == conversation_id).values(updated_at=when)
     )
 
 

@@ -1,0 +1,142 @@
+"""The daemon as a process: SIGKILL right after 250 loses nothing, SIGTERM stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mailgateway.store.db import create_engine
+from mailgateway.store.repo import Store
+from tests.support import SUPPORT, make_message
+
+DAEMON_START = 30.0
+
+
+class Daemon:
+    """`mailgateway serve` in a child process, its JSON log in a file."""
+
+    def __init__(self, config_dir: Path, log: Path) -> None:
+        self.log = log
+        self.handle = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mailgateway", "serve", "--config", str(config_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=self.handle,
+            env={k: v for k, v in os.environ.items() if k != "MAILGATEWAY_DATABASE_URL"},
+        )
+        self.port = self._wait_started()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The log's JSON events so far."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def _wait_started(self) -> int:
+        """The SMTP port, once the daemon logs that it listens."""
+        deadline = time.monotonic() + DAEMON_START
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if event.get("event") == "gateway.started":
+                    return int(event["listen"].split(",")[0].rsplit(":", 1)[1])
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited: {self.log.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError("daemon did not start")
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send a signal and wait for the exit status."""
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=30)
+        self.handle.close()
+        return code
+
+
+def send(port: int, raw: bytes) -> tuple[int, str]:
+    """One message over SMTP; the reply to the final dot."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.test")
+        client.mail("john@customer.test")
+        client.rcpt(SUPPORT)
+        code, text = client.data(raw)
+        return code, text.decode()
+
+
+def rows(db_url: str) -> list[Any]:
+    """Every inbound queue row in the database."""
+
+    async def read() -> list[Any]:
+        store = Store(create_engine(db_url))
+        try:
+            return await store.queue_rows()
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def wait_processed(db_url: str, count: int) -> None:
+    """Wait until `count` rows are done."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if sum(row.state == "done" for row in rows(db_url)) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not processed: {[row.state for row in rows(db_url)]}")
+
+
+def test_sigkill_right_after_250_keeps_message(
+    config_dir: Path, db_url: str, tmp_path: Path
+) -> None:
+    """A message answered 250 is in the database after SIGKILL, and is processed after restart."""
+    daemon = Daemon(config_dir, tmp_path / "daemon.log")
+    code, text = send(daemon.port, make_message(subject="survives kill -9"))
+    daemon.process.kill()
+    daemon.process.wait(timeout=10)
+    assert code == 250
+    queue_id = int(text.rsplit(" ", 1)[1])
+    assert [row.id for row in rows(db_url)] == [queue_id]
+    restarted = Daemon(config_dir, tmp_path / "daemon2.log")
+    wait_processed(db_url, 1)
+    assert restarted.stop() == 0
+
+
+def test_sigterm_finishes_and_exits_zero(config_dir: Path, db_url: str, tmp_path: Path) -> None:
+    """SIGTERM stops intake, finishes in-flight work and exits 0; every accepted message stays."""
+    daemon = Daemon(config_dir, tmp_path / "daemon.log")
+    accepted = [send(daemon.port, make_message(subject=f"m{n}")) for n in range(10)]
+    assert all(code == 250 for code, _ in accepted)
+    assert daemon.stop() == 0
+    assert len(rows(db_url)) == 10
+    assert {row.state for row in rows(db_url)} <= {"queued", "done"}
+    assert "gateway.stopped" in [event["event"] for event in daemon.events()]
+    try:
+        send(daemon.port, make_message())
+        raise AssertionError("a stopped daemon accepted mail")
+    except OSError:
+        pass
+
+
+def test_log_is_one_json_event_per_line(config_dir: Path, tmp_path: Path) -> None:
+    """Row 49: hostile envelope values (ANSI escapes, long strings) stay one escaped JSON line."""
+    daemon = Daemon(config_dir, tmp_path / "daemon.log")
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=10) as client:
+        client.ehlo("client.test")
+        client.mail("\x1b[31mred" + "x" * 150 + "@customer.test")
+        client.rcpt(SUPPORT)
+        client.data(make_message(subject="=?utf-8?q?a=0D=0AInjected:_yes?="))
+    assert daemon.stop() == 0
+    text = daemon.log.read_text()
+    assert "\x1b" not in text
+    for line in text.splitlines():
+        event = json.loads(line)
+        assert isinstance(event, dict) and "event" in event
+    accepted = [e for e in daemon.events() if e["event"] == "message.accepted"]
+    assert len(accepted) == 1 and accepted[0]["mail_from"].startswith("\x1b")
