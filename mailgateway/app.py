@@ -36,7 +36,7 @@ async def require_schema(store: Store) -> None:
     revision = await current_revision(store.engine)
     if revision != HEAD_REVISION:
         found = revision or "nothing"
-        msg = f"database schema is at {found}, expected {HEAD_REVISION}: run `mailgateway db upgrade`"
+        msg = f"database schema is at {found}, not {HEAD_REVISION}: run `mailgateway db upgrade`"
         raise RefusedError(msg)
 
 

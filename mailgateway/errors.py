@@ -1,11 +1,11 @@
 """The project's exception tree; third-party faults are translated into it at the boundary.
 
-    MailgatewayError
-    ├── ConfigError            invalid configuration (names file and key; exit 2)
-    ├── TemporaryError         retry later: SMTP 4xx, queue row stays queued/deferred
-    │   └── StoreUnavailable   the database could not be reached or written
-    └── PermanentError         retrying will not help: SMTP 5xx, queue row held
-        └── RefusedError       a command refused by policy (exit 1)
+MailgatewayError
+├── ConfigError            invalid configuration (names file and key; exit 2)
+├── TemporaryError         retry later: SMTP 4xx, queue row stays queued/deferred
+│   └── StoreUnavailable   the database could not be reached or written
+└── PermanentError         retrying will not help: SMTP 5xx, queue row held
+    └── RefusedError       a command refused by policy (exit 1)
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Inbound pipeline: pure stages (parse, forwards, origin, threads) and the worker that runs them."""
+"""Inbound pipeline: the pure stages (parse, forwards, threads) and the worker running them."""

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -65,7 +65,7 @@ class ConnectionLimiter:
             del self.open[client]
 
 
-class GatewayEnvelope(Envelope):  # type: ignore[misc]
+class GatewayEnvelope(Envelope):
     """aiosmtpd's envelope plus the inbox each accepted recipient resolved to."""
 
     def __init__(self) -> None:
@@ -237,7 +237,7 @@ def _peer_text(peer: Any) -> str:
     return str(peer or "")
 
 
-class GatewaySMTP(SMTP):  # type: ignore[misc]
+class GatewaySMTP(SMTP):
     """aiosmtpd's protocol with connection caps, a minimum DATA rate, and enhanced status codes."""
 
     local_part_limit = 64
@@ -309,11 +309,12 @@ class GatewaySMTP(SMTP):  # type: ignore[misc]
         finally:
             self.data_started = None
 
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: AnyStr) -> None:
         """Send a reply, with enhanced status codes on aiosmtpd's own replies."""
         if isinstance(status, str):
-            status = ENHANCED_REPLIES.get(status, status)
-        await super().push(status)
+            await super().push(ENHANCED_REPLIES.get(status, status))
+        else:
+            await super().push(status)
 
 
 def tls_context(smtp: SmtpConfig) -> ssl.SSLContext | None:

@@ -76,7 +76,7 @@ def _insert(connection: AsyncConnection, table: Table) -> Any:
 
 def _inserted_id(statement: Insert) -> Any:
     """An INSERT that returns the new row's id."""
-    return statement.returning(statement.table.c.id)  # type: ignore[attr-defined]
+    return statement.returning(statement.table.c.id)
 
 
 class Store:
