@@ -17,12 +17,11 @@ from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.inbound.worker import InboundWorker
 from mailgateway.intake.smtp import ConnectionLimiter, IntakeHandler, start_servers
 from mailgateway.logs import get_logger
-from mailgateway.store.db import create_engine, current_revision
+from mailgateway.store.db import create_engine, current_revision, head_revision
 from mailgateway.store.repo import Store
 
 log = get_logger(__name__)
 
-HEAD_REVISION = "0001"
 SHUTDOWN_GRACE = 10.0
 
 
@@ -33,10 +32,10 @@ def open_store(config: Config) -> Store:
 
 async def require_schema(store: Store) -> None:
     """Refuse to run on a database that `db upgrade` has not brought to this version."""
-    revision = await current_revision(store.engine)
-    if revision != HEAD_REVISION:
+    revision, head = await current_revision(store.engine), head_revision()
+    if revision != head:
         found = revision or "nothing"
-        msg = f"database schema is at {found}, not {HEAD_REVISION}: run `mailgateway db upgrade`"
+        msg = f"database schema is at {found}, not {head}: run `mailgateway db upgrade`"
         raise RefusedError(msg)
 
 

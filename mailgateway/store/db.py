@@ -70,6 +70,17 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def head_revision() -> str:
+    """The newest revision the bundled migrations know."""
+    from alembic.script import ScriptDirectory
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Create or migrate the schema to the revision (default: the newest)."""
     async with engine.begin() as connection:
