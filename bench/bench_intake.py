@@ -105,12 +105,19 @@ def serve_gateway(port_file: Path, config_dir: Path) -> None:
 
     async def main() -> None:
         gateway = await app.start(load_config(config_dir))
+        if os.environ.get("BENCH_NO_WORKER"):
+            gateway.worker.stop()
         port_file.write_text(gateway.sockets[0].rsplit(":", 1)[1])
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
         await gateway.shutdown()
 
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+
+        cProfile.runctx("asyncio.run(main())", globals(), locals(), os.environ["BENCH_PROFILE"])
+        return
     asyncio.run(main())
 
 
@@ -202,6 +209,7 @@ def main() -> None:
         config_dir = write_config(
             workdir / "config",
             database_url(args.database, workdir),
+            worker={"batch_size": int(os.environ.get("BENCH_WORKER_BATCH", "20"))},
             max_connections_per_ip=100,
             max_connections=200,
         )

@@ -49,7 +49,9 @@ def toml_section(name: str, values: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_config(directory: Path, db_url: str, **smtp: Any) -> Path:
+def write_config(
+    directory: Path, db_url: str, worker: dict[str, Any] | None = None, **smtp: Any
+) -> Path:
     """A configuration folder: inboxes support (default), sales and archive (disabled)."""
     (directory / "inboxes").mkdir(parents=True, exist_ok=True)
     gateway = "".join(
@@ -64,7 +66,7 @@ def write_config(directory: Path, db_url: str, **smtp: Any) -> Path:
             ),
             toml_section("smtp", {**SMTP_DEFAULTS, **smtp}),
             toml_section("database", {"url": db_url}),
-            toml_section("worker", {"poll_interval": 0.1, "retry_delay": 0.1}),
+            toml_section("worker", {"poll_interval": 0.1, "retry_delay": 0.1, **(worker or {})}),
         ]
     )
     (directory / "mailgateway.toml").write_text(gateway)

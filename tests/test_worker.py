@@ -111,9 +111,8 @@ async def test_same_message_id_other_content_flagged(store: Store) -> None:
 class FailingWorker(InboundWorker):
     """A worker whose parse stage fails, as a bug would."""
 
-    async def process(self, item: Any) -> Any:
-        await self.record_failure(item, RuntimeError("parser bug"))
-        return None
+    def parse_all(self, batch: list[Any]) -> list[Any]:
+        raise RuntimeError("parser bug")
 
 
 async def test_failing_row_held_after_three_attempts(store: Store) -> None:

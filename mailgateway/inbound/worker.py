@@ -23,6 +23,9 @@ from mailgateway.store.schema import utcnow
 log = get_logger(__name__)
 
 STALE_CLAIM = timedelta(minutes=10)
+# Messages stored per transaction: short transactions let SMTP commits (which a client is
+# waiting for) in between on SQLite's single writer.
+TRANSACTION_SIZE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,27 +168,54 @@ class InboundWorker:
             pass
 
     async def run_once(self) -> int:
-        """Claim one batch and process it; returns how many rows were handled."""
+        """Claim one batch and process it; returns how many rows were claimed."""
         batch = await self.store.claim(
             self.name, self.settings.batch_size, self.settings.max_attempts
         )
-        handled = 0
-        for item in batch:
+        for start in range(0, len(batch), TRANSACTION_SIZE):
             if self.stopping.is_set():
-                break
-            await self.process(item)
-            handled += 1
-        return handled
+                break  # the rest is given back by release_claims
+            chunk = batch[start : start + TRANSACTION_SIZE]
+            if not await self.process_together(chunk):
+                for item in chunk:
+                    await self.process(item)
+        return len(batch)
+
+    def parse_all(self, batch: list[ClaimedItem]) -> list[Parsed]:
+        """Parse a batch (in a worker thread: parsing is CPU work)."""
+        return [parse(item.data, id_domain=self.id_domain) for item in batch]
+
+    async def process_together(self, batch: list[ClaimedItem]) -> bool:
+        """Store a whole batch in one transaction; False (nothing stored) if any row fails, so
+        that the rows are then processed one by one and only the bad one is retried."""
+        try:
+            parsed = await asyncio.to_thread(self.parse_all, batch)
+            async with self.store.transaction() as connection:
+                outcomes = [
+                    await store_message(connection, item, one)
+                    for item, one in zip(batch, parsed, strict=True)
+                ]
+        except Exception as error:
+            log.warning("worker.batch_failed", size=len(batch), error=type(error).__name__)
+            return False
+        for item, outcome in zip(batch, outcomes, strict=True):
+            self.log_stored(item, outcome)
+        return True
 
     async def process(self, item: ClaimedItem) -> Outcome | None:
         """Process one row; a failure is recorded, retried later, and held after the last try."""
         try:
-            parsed = await asyncio.to_thread(parse, item.data, id_domain=self.id_domain)
-            async with self.store.engine.begin() as connection:
+            [parsed] = await asyncio.to_thread(self.parse_all, [item])
+            async with self.store.transaction() as connection:
                 outcome = await store_message(connection, item, parsed)
         except Exception as error:
             await self.record_failure(item, error)
             return None
+        self.log_stored(item, outcome)
+        return outcome
+
+    def log_stored(self, item: ClaimedItem, outcome: Outcome) -> None:
+        """One event per stored message."""
         log.info(
             "message.stored",
             queue_id=item.id,
@@ -193,7 +223,6 @@ class InboundWorker:
             conversation_id=outcome.conversation_id,
             thread_reason=outcome.thread_reason,
         )
-        return outcome
 
     async def record_failure(self, item: ClaimedItem, error: Exception) -> None:
         """Back to the queue with a delay, or held with the reason after the last attempt."""

@@ -11,8 +11,9 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailgateway.config import Config, SmtpConfig
+from mailgateway.intake.batch import GroupCommit
 from mailgateway.logs import get_logger
-from mailgateway.store.repo import Delivery, Store
+from mailgateway.store.repo import Delivery, Store, Submission
 from mailgateway.store.repo import Envelope as StoredEnvelope
 
 log = get_logger(__name__)
@@ -124,6 +125,7 @@ class IntakeHandler:
         self.on_commit = on_commit
         self.commit_timeout = commit_timeout
         self.pending: set[asyncio.Task[list[int]]] = set()
+        self.group = GroupCommit(lambda batch: self.store.enqueue_many(batch))
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -193,7 +195,9 @@ class IntakeHandler:
     ) -> str:
         """The durable write, shielded from the client going away: once started it completes (or
         rolls back) whatever happens to the session."""
-        task = asyncio.ensure_future(self.store.enqueue(raw, envelope, deliveries))
+        task = asyncio.ensure_future(
+            self.group.submit(Submission(raw, envelope, tuple(deliveries)))
+        )
         self.pending.add(task)
         task.add_done_callback(self._committed)
         try:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Row, and_, func, or_, select, update
+from sqlalchemy import Insert, Row, and_, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
@@ -50,6 +52,15 @@ class Envelope:
 
 
 @dataclass(frozen=True, slots=True)
+class Submission:
+    """One message to enqueue: its bytes, envelope and the inboxes it goes to."""
+
+    data: bytes
+    envelope: Envelope
+    deliveries: tuple[Delivery, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedItem:
     """A queue row a worker has claimed, with the raw bytes to process."""
 
@@ -74,9 +85,71 @@ def _insert(connection: AsyncConnection, table: Table) -> Any:
     return sqlite.insert(table)
 
 
+def _queue_values(
+    submission: Submission, delivery: Delivery, raw_id: int, now: datetime
+) -> dict[str, Any]:
+    """A new inbound queue row for one inbox."""
+    envelope = submission.envelope
+    return {
+        "raw_id": raw_id,
+        "inbox": delivery.inbox,
+        "source": envelope.source,
+        "mail_from": envelope.mail_from,
+        "rcpt_to": delivery.rcpt_to,
+        "peer": envelope.peer,
+        "helo": envelope.helo,
+        "state": QueueState.QUEUED,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def _inserted_id(statement: Insert) -> Any:
     """An INSERT that returns the new row's id."""
     return statement.returning(statement.table.c.id)
+
+
+class WriterTurns:
+    """Turn-taking for SQLite's single writer inside one process: a waiting urgent writer goes
+    before every background writer that has not started yet."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.urgent_waiting = 0
+        self.no_urgent = asyncio.Event()
+        self.no_urgent.set()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, *, urgent: bool) -> AsyncIterator[None]:
+        """Hold the writer's turn for the duration of the block."""
+        if urgent:
+            await self._acquire_urgent()
+        else:
+            await self._acquire_background()
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    async def _acquire_urgent(self) -> None:
+        self.urgent_waiting += 1
+        self.no_urgent.clear()
+        try:
+            await self.lock.acquire()
+        finally:
+            self.urgent_waiting -= 1
+            if not self.urgent_waiting:
+                self.no_urgent.set()
+
+    async def _acquire_background(self) -> None:
+        while True:
+            await self.no_urgent.wait()
+            await self.lock.acquire()
+            if not self.urgent_waiting:
+                return
+            self.lock.release()
 
 
 class Store:
@@ -84,6 +157,19 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._writers = WriterTurns() if engine.dialect.name == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A write transaction. On SQLite the process's writers take turns in-process (urgent
+        ones, SMTP commits that a client is waiting for, first) rather than in SQLite's busy
+        handler, which sleeps in growing steps."""
+        if self._writers is None:
+            async with self.engine.begin() as connection:
+                yield connection
+            return
+        async with self._writers.turn(urgent=urgent), self.engine.begin() as connection:
+            yield connection
 
     async def close(self) -> None:
         """Release the connection pool."""
@@ -96,55 +182,67 @@ class Store:
     ) -> list[int]:
         """Commit the raw bytes once and one queue row per inbox; a retried identical delivery
         returns the rows stored the first time instead of storing again."""
-        digest = digest_of(data)
-        async with self.engine.begin() as connection:
-            raw_id = await self._raw_id(connection, digest, data)
-            return [
-                await self._queue_row(connection, raw_id, envelope, delivery)
-                for delivery in deliveries
+        [ids] = await self.enqueue_many([Submission(data, envelope, tuple(deliveries))])
+        return ids
+
+    async def enqueue_many(self, submissions: Sequence[Submission]) -> list[list[int]]:
+        """Enqueue several messages in one transaction (group commit) with one statement per
+        step for the whole batch; the queue ids of each message, in order."""
+        async with self.transaction(urgent=True) as connection:
+            raw_ids = await self._raw_ids(connection, [s.data for s in submissions])
+            keys = [
+                (delivery.inbox, raw_ids[digest_of(submission.data)])
+                for submission in submissions
+                for delivery in submission.deliveries
             ]
+            queue_ids = await self._queue_rows(connection, submissions, raw_ids)
+            ids = iter(queue_ids[key] for key in keys)
+            return [[next(ids) for _ in submission.deliveries] for submission in submissions]
 
-    async def _raw_id(self, connection: AsyncConnection, digest: str, data: bytes) -> int:
-        """The id of the stored copy of these bytes, storing them when new."""
-        statement = _insert(connection, raw_messages).values(
-            digest=digest, size=len(data), data=data, received_at=utcnow()
-        )
-        await connection.execute(statement.on_conflict_do_nothing(index_elements=["digest"]))
-        found = await connection.scalar(
-            select(raw_messages.c.id).where(raw_messages.c.digest == digest)
-        )
-        assert found is not None
-        return int(found)
-
-    async def _queue_row(
-        self, connection: AsyncConnection, raw_id: int, envelope: Envelope, delivery: Delivery
-    ) -> int:
-        """The queue row of these bytes for this inbox, created when new."""
+    async def _raw_ids(self, connection: AsyncConnection, blobs: Sequence[bytes]) -> dict[str, int]:
+        """The ids of the stored copies of these bytes by digest, storing the new ones."""
         now = utcnow()
-        statement = _insert(connection, inbound_queue).values(
-            raw_id=raw_id,
-            inbox=delivery.inbox,
-            source=envelope.source,
-            mail_from=envelope.mail_from,
-            rcpt_to=delivery.rcpt_to,
-            peer=envelope.peer,
-            helo=envelope.helo,
-            state=QueueState.QUEUED,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
+        unique = {digest_of(data): data for data in blobs}
+        rows = [
+            {"digest": digest, "size": len(data), "data": data, "received_at": now}
+            for digest, data in unique.items()
+        ]
+        statement = _insert(connection, raw_messages).on_conflict_do_nothing(
+            index_elements=["digest"]
         )
-        await connection.execute(
-            statement.on_conflict_do_nothing(index_elements=["inbox", "raw_id"])
-        )
-        found = await connection.scalar(
-            select(inbound_queue.c.id).where(
-                inbound_queue.c.inbox == delivery.inbox, inbound_queue.c.raw_id == raw_id
+        await connection.execute(statement, rows)
+        found = await connection.execute(
+            select(raw_messages.c.digest, raw_messages.c.id).where(
+                raw_messages.c.digest.in_(list(unique))
             )
         )
-        assert found is not None
-        return int(found)
+        return {digest: int(raw_id) for digest, raw_id in found.all()}
+
+    async def _queue_rows(
+        self,
+        connection: AsyncConnection,
+        submissions: Sequence[Submission],
+        raw_ids: dict[str, int],
+    ) -> dict[tuple[str, int], int]:
+        """The queue rows of each (inbox, raw message), created when new."""
+        now = utcnow()
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        for submission in submissions:
+            raw_id = raw_ids[digest_of(submission.data)]
+            for delivery in submission.deliveries:
+                rows.setdefault(
+                    (delivery.inbox, raw_id), _queue_values(submission, delivery, raw_id, now)
+                )
+        statement = _insert(connection, inbound_queue).on_conflict_do_nothing(
+            index_elements=["inbox", "raw_id"]
+        )
+        await connection.execute(statement, list(rows.values()))
+        found = await connection.execute(
+            select(inbound_queue.c.inbox, inbound_queue.c.raw_id, inbound_queue.c.id).where(
+                tuple_(inbound_queue.c.inbox, inbound_queue.c.raw_id).in_(list(rows))
+            )
+        )
+        return {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
 
     # -- the inbound queue ---------------------------------------------------------------------
 
@@ -152,7 +250,7 @@ class Store:
         """Claim up to `limit` due rows (row locks, SKIP LOCKED on PostgreSQL), counting an
         attempt for each; rows already tried `max_attempts` times are held instead."""
         now = utcnow()
-        async with self.engine.begin() as connection:
+        async with self.transaction() as connection:
             rows = (
                 await connection.execute(
                     select(inbound_queue.c.id, inbound_queue.c.attempts)
@@ -206,7 +304,7 @@ class Store:
         """Put rows back whose worker vanished mid-processing (claimed longer ago than
         `older_than`); returns how many."""
         cutoff = utcnow() - older_than
-        async with self.engine.begin() as connection:
+        async with self.transaction() as connection:
             result = await connection.execute(
                 update(inbound_queue)
                 .where(
@@ -219,7 +317,7 @@ class Store:
 
     async def release_claims(self, worker: str) -> int:
         """Put back every row this worker claimed and did not finish (orderly shutdown)."""
-        async with self.engine.begin() as connection:
+        async with self.transaction() as connection:
             result = await connection.execute(
                 update(inbound_queue)
                 .where(
@@ -238,7 +336,7 @@ class Store:
     async def fail(self, queue_id: int, reason: str, *, hold: bool, retry_at: datetime) -> None:
         """Record a failed attempt: back to the queue for a later retry, or held for a human."""
         state = QueueState.HELD if hold else QueueState.QUEUED
-        async with self.engine.begin() as connection:
+        async with self.transaction() as connection:
             await connection.execute(
                 update(inbound_queue)
                 .where(inbound_queue.c.id == queue_id)
@@ -254,7 +352,7 @@ class Store:
     async def retry(self, queue_id: int) -> bool:
         """Queue a held (or deferred) row again with a fresh attempt count; False if unknown or
         already done."""
-        async with self.engine.begin() as connection:
+        async with self.transaction() as connection:
             result = await connection.execute(
                 update(inbound_queue)
                 .where(
@@ -334,7 +432,7 @@ class Store:
 
     async def set_status(self, conversation_id: int, status: ConversationStatus) -> bool:
         """Close or reopen a conversation; False when there is no such conversation."""
-        async with self.engine.begin() as connection:
+        async with self.transaction() as connection:
             result = await connection.execute(
                 update(conversations)
                 .where(conversations.c.id == conversation_id)

@@ -367,7 +367,7 @@ async def test_half_close_after_transaction_commits_whole_or_nothing(gateway: Ga
 class ExplodingStore(Store):
     """A store whose write fails like a driver naming an internal host."""
 
-    async def enqueue(self, *args: Any, **kwargs: Any) -> list[int]:
+    async def enqueue_many(self, *args: Any, **kwargs: Any) -> list[list[int]]:
         raise RuntimeError("could not connect to server at 10.0.0.5:5432")
 
 
@@ -409,9 +409,9 @@ async def test_same_message_to_two_inboxes_queued_for_each(gateway: Gateway) -> 
 class SlowStore(Store):
     """A store whose commit takes longer than the SMTP session timeout."""
 
-    async def enqueue(self, *args: Any, **kwargs: Any) -> list[int]:
+    async def enqueue_many(self, *args: Any, **kwargs: Any) -> list[list[int]]:
         await asyncio.sleep(2.0)
-        return await super().enqueue(*args, **kwargs)
+        return await super().enqueue_many(*args, **kwargs)
 
 
 async def test_commit_slower_than_session_timeout_completes(
