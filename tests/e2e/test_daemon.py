@@ -51,6 +51,15 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError("daemon did not start")
 
+    def wait_event(self, name: str, count: int = 1) -> None:
+        """Wait until the log holds `count` events of that name."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if sum(event["event"] == name for event in self.events()) >= count:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no {name} event in {self.log.read_text()}")
+
     def stop(self, signum: int = signal.SIGTERM) -> int:
         """Send a signal and wait for the exit status."""
         self.process.send_signal(signum)
@@ -59,12 +68,14 @@ class Daemon:
         return code
 
 
-def send(port: int, raw: bytes) -> tuple[int, str]:
-    """One message over SMTP; the reply to the final dot."""
+def send(port: int, raw: bytes, rcpt: str = SUPPORT) -> tuple[int, str]:
+    """One message over SMTP; the reply to the final dot (or to RCPT when refused there)."""
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         client.ehlo("client.test")
         client.mail("john@customer.test")
-        client.rcpt(SUPPORT)
+        code, text = client.rcpt(rcpt)
+        if code != 250:
+            return code, text.decode()
         code, text = client.data(raw)
         return code, text.decode()
 
@@ -140,3 +151,21 @@ def test_log_is_one_json_event_per_line(config_dir: Path, tmp_path: Path) -> Non
         assert isinstance(event, dict) and "event" in event
     accepted = [e for e in daemon.events() if e["event"] == "message.accepted"]
     assert len(accepted) == 1 and accepted[0]["mail_from"].startswith("\x1b")
+
+
+def test_sighup_reloads_and_refuses_invalid(config_dir: Path, tmp_path: Path) -> None:
+    """SIGHUP picks up a new inbox; an invalid configuration is refused and the old one stays."""
+    billing = "billing@acme.inbox.example.net"
+    daemon = Daemon(config_dir, tmp_path / "daemon.log")
+    assert send(daemon.port, make_message(), billing)[0] == 550
+    (config_dir / "inboxes" / "billing.toml").write_text('name = "Billing"\n')
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_event("config.reloaded")
+    assert send(daemon.port, make_message(subject="after reload"), billing)[0] == 250
+    (config_dir / "inboxes" / "broken.toml").write_text('nmae = "typo"\n')
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_event("config.reload_refused")
+    assert send(daemon.port, make_message(subject="old config stays"), billing)[0] == 250
+    refused = [e for e in daemon.events() if e["event"] == "config.reload_refused"]
+    assert "inboxes/broken.toml" in refused[0]["error"]
+    assert daemon.stop() == 0
