@@ -182,3 +182,35 @@ async def test_sql_in_headers_stored_verbatim(store: Store) -> None:
     [conversation] = await details(store)
     assert conversation["subject"] == "x'); DROP TABLE messages;--"
     assert len(conversation["messages"]) == 1
+
+
+def zip_bomb_message() -> bytes:
+    """A message carrying 64 MiB of zeros compressed into a small zip attachment."""
+    import io
+    import zipfile
+    from email.message import EmailMessage
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bomb:
+        bomb.writestr("zeros.bin", bytes(64 * 1024 * 1024))
+    message = EmailMessage()
+    message["From"] = "a@x.test"
+    message["Subject"] = "invoice"
+    message.set_content("see attachment")
+    message.add_attachment(
+        archive.getvalue(), maintype="application", subtype="zip", filename="invoice.zip"
+    )
+    return message.as_bytes()
+
+
+async def test_zip_bomb_stored_opaque(store: Store) -> None:
+    """Row 47: a zip bomb is stored as an opaque attachment of its compressed size, never
+    extracted."""
+    raw = zip_bomb_message()
+    await deliver(store, raw)
+    assert await worker_for(store).run_once() == 1
+    [conversation] = await details(store)
+    [attachment] = conversation["messages"][0]["attachments"]
+    assert attachment["filename"] == "invoice.zip"
+    assert attachment["content_type"] == "application/zip"
+    assert attachment["size"] < 1024 * 1024  # the compressed bytes, not the 64 MiB inside
