@@ -149,7 +149,7 @@ def render_reply(reply: Reply) -> EmailMessage:
     message = EmailMessage(policy=WIRE)
     message["From"] = _mailbox("From", reply.sender.name, reply.sender.address)
     message["To"] = _mailbox("To", reply.to.name, reply.to.email)
-    message["Subject"] = check_header("Subject", reply_subject(reply.subject))
+    message["Subject"] = reply_subject(check_header("Subject", reply.subject))
     message["Date"] = format_datetime(reply.date)
     message["Message-ID"] = check_header("Message-ID", reply.message_id)
     if reply.parent is not None:
