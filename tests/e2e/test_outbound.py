@@ -24,7 +24,7 @@ from mailgateway import replies, verification
 from mailgateway.cli import main
 from mailgateway.config import load_config
 from mailgateway.domain import OutboundKind, OutboundState
-from mailgateway.errors import RefusedError
+from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.outbound import sign
 from mailgateway.store import repo
 from mailgateway.store.outbound import OutboundStore, Outgoing, from_addresses, outbound_queue
@@ -468,3 +468,30 @@ async def test_custom_from_address_verified_by_mailed_code(
     assert sent["From"].addresses[0].addr_spec == "help@acme.example"
     states = [r.state for r in await OutboundStore(store.engine).rows()]
     assert states == [OutboundState.SENT, OutboundState.SENT]
+
+
+async def test_unusable_key_refuses_start_and_reload_keeps_the_old_key(
+    tmp_path: Path, db_url: str
+) -> None:
+    """The daemon does not start with a key it cannot parse (ConfigError naming the key); a
+    reload picks up a new key, and a reload with an unusable key keeps the working one."""
+    async with smtp_sink() as sink:
+        config_dir = sending_config(tmp_path / "config", db_url, sink.port)
+        key_file = config_dir / "dkim" / f"{SELECTOR}.key"
+        good = key_file.read_bytes()
+        key_file.write_bytes(b"not a key")
+        with pytest.raises(ConfigError, match=r"outbound\.dkim_key"):
+            async with running_gateway(config_dir):
+                pass
+        key_file.write_bytes(good)
+        async with running_gateway(config_dir) as gateway:
+            assert gateway.outbound is not None and gateway.outbound.signer is not None
+            first = gateway.outbound.signer.key
+            key_file.unlink()
+            pem, second = sign.generate_key(sign.Algorithm.ED25519)
+            sign.write_key_file(key_file, pem)
+            assert gateway.reload(config_dir)
+            assert gateway.outbound.signer.key == second != first
+            key_file.write_bytes(b"broken")
+            gateway.reload(config_dir)
+            assert gateway.outbound.signer.key == second
