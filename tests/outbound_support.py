@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,3 @@ async def drain(worker: OutboundWorker, rounds: int = 50, pause: float = 0.05) -
             return
         await asyncio.sleep(pause)
 
-
-def headers_of(messages: Iterable[Received]) -> list[str]:
-    """The envelope senders of received messages."""
-    return [m.mail_from for m in messages]
