@@ -28,7 +28,8 @@ SENDER = Sender(
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     """The sending test configuration (no database needed)."""
-    return load_config(sending_config(tmp_path / "c", "sqlite:////tmp/none.db", 25, dkim=False))
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    return load_config(sending_config(tmp_path / "c", url, 25, dkim=False))
 
 
 def make_reply(**changes: object) -> render.Reply:
