@@ -17,6 +17,8 @@ from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.inbound.worker import InboundWorker
 from mailgateway.intake.smtp import ConnectionLimiter, IntakeHandler, start_servers
 from mailgateway.logs import get_logger
+from mailgateway.outbound.sign import load_signer
+from mailgateway.outbound.worker import OutboundWorker
 from mailgateway.store.db import create_engine, current_revision, head_revision
 from mailgateway.store.repo import Store
 
@@ -65,6 +67,7 @@ class Gateway:
     limiter: ConnectionLimiter
     servers: list[asyncio.Server] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    outbound: OutboundWorker | None = None
 
     @property
     def sockets(self) -> list[str]:
@@ -84,6 +87,8 @@ class Gateway:
             return False
         self.config = config
         self.handler.config = config
+        if self.outbound is not None:
+            self.outbound.reconfigure(config)
         log.info("config.reloaded", inboxes=len(config.inboxes))
         return True
 
@@ -98,12 +103,15 @@ class Gateway:
                     await asyncio.sleep(0.05)
         await self.handler.drain()
         self.worker.stop()
+        if self.outbound is not None:
+            self.outbound.stop()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.store.close()
 
 
 async def start(config: Config) -> Gateway:
     """Build every part and start listening and processing."""
+    signer = load_signer(config.gateway.outbound)
     store = open_store(config)
     await require_schema(store)
     gateway_settings = config.gateway
@@ -117,6 +125,8 @@ async def start(config: Config) -> Gateway:
     gateway = Gateway(config, store, handler, worker, limiter)
     gateway.servers = await start_servers(handler, limiter, gateway_settings.smtp.endpoints)
     gateway.tasks.append(asyncio.create_task(worker.run()))
+    gateway.outbound = OutboundWorker(store, config, signer)
+    gateway.tasks.append(asyncio.create_task(gateway.outbound.run()))
     log.info("gateway.started", listen=",".join(gateway.sockets), inboxes=len(config.inboxes))
     return gateway
 

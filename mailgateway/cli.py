@@ -11,21 +11,26 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from mailgateway import app, logs, views
+from mailgateway import app, logs, replies, verification, views
 from mailgateway.access import require_member
 from mailgateway.config import (
+    ChannelStatus,
     Config,
+    OutboundConfig,
     create_inbox,
     init_config,
     load_config,
     rename_inbox,
 )
-from mailgateway.domain import ConversationStatus, QueueState
+from mailgateway.domain import ConversationStatus, OutboundState, QueueState
 from mailgateway.errors import ConfigError, RefusedError
+from mailgateway.outbound import identity, sign
 from mailgateway.store.db import upgrade
+from mailgateway.store.outbound import OutboundStore
 from mailgateway.store.repo import Store
 
 P = ParamSpec("P")
@@ -144,7 +149,7 @@ def check_config(config_dir: Path) -> None:
 @click.option("--log-level", default="info", show_default=True)
 @guarded
 def serve(config_dir: Path, log_level: str) -> None:
-    """Run the daemon: SMTP intake and the inbound worker."""
+    """Run the daemon: SMTP intake, the inbound worker and the outbound worker."""
     logs.configure(log_level)
     raise SystemExit(asyncio.run(app.serve(config_dir)))
 
@@ -323,7 +328,9 @@ def conversations_show(conversation_id: int, config_dir: Path, as_json: bool) ->
         if not rows:
             msg = f"no conversation {conversation_id}"
             raise RefusedError(msg)
-        return views.conversation_detail(rows[0], await store.message_rows(conversation_id))
+        detail = views.conversation_detail(rows[0], await store.message_rows(conversation_id))
+        deliveries = await OutboundStore(store.engine).deliveries(conversation_id)
+        return views.with_deliveries(detail, deliveries)
 
     detail = with_store(config_dir, action)
     if as_json:
@@ -335,6 +342,9 @@ def conversations_show(conversation_id: int, config_dir: Path, as_json: bool) ->
     for message in detail["messages"]:
         sender = message["from"]
         click.echo(f"--- {message['date']} {sender['email']} ({message['thread_reason']})")
+        if message["delivery"] is not None:
+            delivery = message["delivery"]
+            click.echo(f"    delivery: {delivery['state']} {delivery['reason'] or ''}".rstrip())
         click.echo((message["text"] or "")[:2000])
 
 
@@ -380,10 +390,16 @@ def conversations_reopen(conversation_id: int, user: str, config_dir: Path) -> N
 
 @main.group("queue")
 def queue() -> None:
-    """The inbound queue."""
+    """The inbound and outbound queues."""
 
 
-QUEUE_STATES = ["queued", "active", "held", "deferred", "done"]
+QUEUE_STATES = ["queued", "active", "held", "deferred", "done", "sent", "failed"]
+OUTBOUND_PENDING = [
+    OutboundState.QUEUED,
+    OutboundState.ACTIVE,
+    OutboundState.DEFERRED,
+    OutboundState.HELD,
+]
 
 
 @queue.command("list")
@@ -402,7 +418,10 @@ def queue_list(config_dir: Path, as_json: bool, state: str | None, show_all: boo
         states = [QueueState.QUEUED, QueueState.ACTIVE, QueueState.HELD]
 
     async def action(config: Config, store: Store) -> list[dict[str, Any]]:
-        return [views.queue_view(row) for row in await store.queue_rows(states)]
+        inbound = [views.queue_view(row) for row in await store.queue_rows(states)]
+        outbound_states = OUTBOUND_PENDING if state is None and not show_all else states
+        outbound = await OutboundStore(store.engine).rows(outbound_states)
+        return inbound + [views.outbound_queue_view(row) for row in outbound]
 
     rows = with_store(config_dir, action)
     if as_json:
@@ -428,17 +447,224 @@ def queue_list(config_dir: Path, as_json: bool, state: str | None, show_all: boo
 
 @queue.command("retry")
 @click.argument("queue_id", type=int)
+@click.option(
+    "--queue",
+    "which",
+    type=click.Choice(["inbound", "outbound"]),
+    help="Which queue the id is in (needed only when both have a retryable row with it).",
+)
 @config_option
 @guarded
-def queue_retry(queue_id: int, config_dir: Path) -> None:
-    """Queue a held row again for processing."""
+def queue_retry(queue_id: int, which: str | None, config_dir: Path) -> None:
+    """Queue a held row (or a deferred or failed outbound one) again, due now."""
 
-    async def action(config: Config, store: Store) -> bool:
-        return await store.retry(queue_id)
+    async def action(config: Config, store: Store) -> str | None:
+        return await retry_row(store, queue_id, which)
 
-    if not with_store(config_dir, action):
-        fail(f"queue row {queue_id} is not held or queued")
-    click.echo(f"queue row {queue_id} queued for retry")
+    retried = with_store(config_dir, action)
+    if retried is None:
+        fail(f"queue row {queue_id} is not held, deferred, failed or queued")
+    click.echo(f"{retried} queue row {queue_id} queued for retry")
+
+
+
+# -- outbound: replies, from addresses, DKIM ---------------------------------------------------
+
+
+async def retry_row(store: Store, queue_id: int, which: str | None) -> str | None:
+    """Retry the row in the named queue, or in the one queue where that id can be retried;
+    refused when both can. Returns the queue's name, or None when nothing was retried."""
+    outbound = OutboundStore(store.engine)
+    if which is None:
+        inbound_ok, outbound_ok = await outbound.retryable(queue_id)
+        if inbound_ok and outbound_ok:
+            msg = f"both queues have a row {queue_id}: add --queue inbound or --queue outbound"
+            raise RefusedError(msg)
+        which = "outbound" if outbound_ok else "inbound"
+    retried = await (outbound.retry(queue_id) if which == "outbound" else store.retry(queue_id))
+    return which if retried else None
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file given on the command line."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        msg = f"{path} is not UTF-8 text"
+        raise RefusedError(msg) from None
+
+
+FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
+
+
+@main.command("reply")
+@click.argument("conversation_id", type=int)
+@click.option("--as", "user", required=True, help="The agent replying (a member of the inbox).")
+@click.option("--text", help="The reply as plain text.")
+@click.option("--text-file", type=FILE, help="The reply's plain text, from a UTF-8 file.")
+@click.option("--html-file", type=FILE, help="An HTML version of the reply (UTF-8 file).")
+@config_option
+@json_option
+@guarded
+def reply_command(
+    conversation_id: int,
+    user: str,
+    text: str | None,
+    text_file: Path | None,
+    html_file: Path | None,
+    config_dir: Path,
+    as_json: bool,
+) -> None:
+    """Store a reply on the conversation and queue it (the daemon signs and sends it)."""
+    if (text is None) == (text_file is None):
+        raise click.UsageError("give exactly one of --text and --text-file")
+    request = replies.ReplyRequest(
+        conversation_id,
+        user,
+        text if text is not None else read_text(text_file),  # type: ignore[arg-type]
+        None if html_file is None else read_text(html_file),
+    )
+
+    async def action(config: Config, store: Store) -> replies.QueuedReply:
+        return await replies.queue_reply(config, store, request)
+
+    queued = with_store(config_dir, action)
+    sender = queued.sender
+    if as_json:
+        print_json(
+            {
+                "conversation_id": queued.conversation_id,
+                "message": queued.message_row_id,
+                "queue_id": queued.queue_id,
+                "message_id": queued.message_id,
+                "from": {"name": sender.name, "email": sender.address},
+                "to": queued.to,
+            }
+        )
+        return
+    click.echo(
+        f"reply queued as outbound row {queued.queue_id}: "
+        f'"{sender.name}" <{sender.address}> to {queued.to}'
+    )
+
+
+@inboxes.command("preview")
+@click.argument("slug")
+@click.option("--as", "user_id", required=True, help="The agent the preview is for.")
+@config_option
+@json_option
+@guarded
+def inboxes_preview(slug: str, user_id: str, config_dir: Path, as_json: bool) -> None:
+    """How a reply from the inbox looks to the customer; nothing is sent."""
+    config = load_config(config_dir)
+    inbox, user = config.inboxes.get(slug), config.users.get(user_id)
+    if inbox is None or user is None:
+        fail(f"no inbox {slug!r}" if inbox is None else f"unknown user {user_id!r}")
+    assert inbox is not None and user is not None
+    sender = identity.preview_sender(config, inbox, user)
+    fallback = inbox.fallback_email
+    preview = {
+        "inbox": slug,
+        "user": user_id,
+        "from_name": sender.name,
+        "from_address": sender.address,
+        "custom_address": sender.custom_address,
+        "sending_enabled": fallback.send_enabled and fallback.status is ChannelStatus.ENABLED,
+        "signature": {
+            "format": str(fallback.signature_format),
+            "text": sender.signature.text,
+            "html": sender.signature.html,
+        },
+    }
+    if as_json:
+        print_json(preview)
+        return
+    click.echo(f'From: "{sender.name}" <{sender.address}>')
+    if sender.custom_address:
+        click.echo("(custom address: replies are refused until it is verified)")
+    if not preview["sending_enabled"]:
+        click.echo("(sending from this inbox's fallback email is off)")
+    click.echo(f"--- signature (text)\n{sender.signature.text}")
+    click.echo(f"--- signature (HTML)\n{sender.signature.html}")
+
+
+@main.group("from-address")
+def from_address() -> None:
+    """Custom from addresses: verified by a code mailed to them."""
+
+
+@from_address.command("verify")
+@click.argument("address")
+@config_option
+@guarded
+def from_address_verify(address: str, config_dir: Path) -> None:
+    """Mail a one-time code to a custom from address (through the outbound queue)."""
+
+    async def action(config: Config, store: Store) -> int | None:
+        return await verification.request_code(config, store, address)
+
+    queue_id = with_store(config_dir, action)
+    if queue_id is None:
+        click.echo(f"{address} is verified already; nothing sent")
+        return
+    minutes = int(verification.CODE_LIFETIME.total_seconds() // 60)
+    click.echo(
+        f"a code for {address} is queued as outbound row {queue_id} (valid {minutes} minutes);"
+        f" confirm with: mailgateway from-address confirm {address} CODE"
+    )
+
+
+@from_address.command("confirm")
+@click.argument("address")
+@click.argument("code")
+@config_option
+@guarded
+def from_address_confirm(address: str, code: str, config_dir: Path) -> None:
+    """Mark a custom from address verified with the code mailed to it."""
+
+    async def action(config: Config, store: Store) -> None:
+        await verification.confirm_code(config, store, address, code)
+
+    with_store(config_dir, action)
+    click.echo(f"{address} is verified: replies may be sent from it")
+
+
+@main.group("dkim")
+def dkim_group() -> None:
+    """DKIM signing keys."""
+
+
+@dkim_group.command("keygen")
+@click.option("--selector", required=True, help="The DNS selector, e.g. mg1.")
+@click.option("--domain", required=True, help="The signing domain (d=).")
+@click.option(
+    "--algorithm",
+    type=click.Choice([a.value for a in sign.Algorithm]),
+    default=sign.Algorithm.RSA.value,
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Key file to write [default: CONFIG/dkim/<selector>.key].",
+)
+@config_option
+@guarded
+def dkim_keygen(
+    selector: str, domain: str, algorithm: str, out: Path | None, config_dir: Path
+) -> None:
+    """Write a new private key (mode 0600) and print the DNS TXT record that publishes it."""
+    try:
+        OutboundConfig(dkim_selector=selector, dkim_domain=domain)
+    except ValidationError as error:
+        raise click.BadParameter(str(error.errors()[0]["msg"])) from None
+    path = out or config_dir / "dkim" / f"{selector}.key"
+    if path.exists():
+        fail(f"{path} exists already: a key is never overwritten")
+    pem, key = sign.generate_key(sign.Algorithm(algorithm))
+    sign.write_key_file(path, pem)
+    click.echo(f'; wrote {path} (mode 0600): set dkim_selector = "{selector}", dkim_key = "{path}"')
+    click.echo(sign.dns_record(selector, domain.lower(), key))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -420,11 +420,16 @@ class WorkerConfig(_Model):
 
 
 class OutboundConfig(_Model):
-    """[outbound]: the smarthost and DKIM signing key."""
+    """[outbound]: the smarthost, the DKIM signing key and the retry schedule of replies."""
 
     smarthost: str = "127.0.0.1:25"
     dkim_selector: str = ""
     dkim_key: str = ""
+    dkim_domain: str = ""
+    timeout: Seconds = 60.0
+    retry_delay: Seconds = 300.0
+    max_retry_delay: Seconds = 3600.0
+    give_up_after: Seconds = 5 * 86400.0
 
     @field_validator("smarthost")
     @classmethod
@@ -432,6 +437,30 @@ class OutboundConfig(_Model):
         """host or host:port."""
         parse_hostport(value, default_port=25)
         return value
+
+    @field_validator("dkim_selector")
+    @classmethod
+    def _selector_shape(cls, value: str) -> str:
+        """Empty, or DNS labels (the name before ._domainkey.)."""
+        if value and not _HOSTNAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a DKIM selector (DNS labels, e.g. mg1)")
+        return value
+
+    @field_validator("dkim_key")
+    @classmethod
+    def _key_readable(cls, value: str, info: ValidationInfo) -> str:
+        """The key, when set, is a readable file, and a selector names it in DNS."""
+        if not value:
+            return value
+        if not info.data.get("dkim_selector"):
+            raise ValueError("dkim_selector must be set when dkim_key is")
+        return str(_existing_file(value, info))
+
+    @field_validator("dkim_domain")
+    @classmethod
+    def _domain_shape(cls, value: str) -> str:
+        """Empty (sign as the From address's domain) or a host name."""
+        return _check_hostname(value) if value else value
 
     @property
     def smarthost_endpoint(self) -> tuple[str, int]:

@@ -16,6 +16,24 @@ class QueueState(enum.StrEnum):
     HELD = "held"
 
 
+class OutboundState(enum.StrEnum):
+    """Where an outbound queue row is (Postfix's active/deferred/hold queues, then the outcome)."""
+
+    QUEUED = "queued"
+    ACTIVE = "active"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    HELD = "held"
+
+
+class OutboundKind(enum.StrEnum):
+    """What an outbound message is: an agent's reply or a from-address verification code."""
+
+    REPLY = "reply"
+    VERIFICATION = "verification"
+
+
 class ConversationStatus(enum.StrEnum):
     """Whether agents still have to act on a conversation."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -77,3 +77,47 @@ def queue_view(row: Row[Any]) -> dict[str, Any]:
         "next_attempt_at": iso(row.next_attempt_at),
         "created_at": iso(row.created_at),
     }
+
+
+def outbound_queue_view(row: Row[Any]) -> dict[str, Any]:
+    """One outbound queue row, without the bytes, in the shape of an inbound one."""
+    return {
+        "id": row.id,
+        "queue": "outbound",
+        "state": row.state,
+        "kind": row.kind,
+        "inbox": row.inbox or None,
+        "conversation_id": row.conversation_id,
+        "author": row.author,
+        "transport": row.transport,
+        "mail_from": row.mail_from,
+        "rcpt_to": ", ".join(row.rcpt_to),
+        "size": row.size,
+        "attempts": row.attempts,
+        "reason": row.reason,
+        "next_attempt_at": iso(row.next_attempt_at),
+        "sent_at": iso(row.sent_at),
+        "created_at": iso(row.created_at),
+    }
+
+
+def delivery_view(row: Row[Any] | None) -> dict[str, Any] | None:
+    """How far a reply got on its way out (None for messages that came in)."""
+    if row is None:
+        return None
+    return {
+        "queue_id": row.id,
+        "state": row.state,
+        "author": row.author,
+        "attempts": row.attempts,
+        "reason": row.reason,
+        "next_attempt_at": iso(row.next_attempt_at),
+        "sent_at": iso(row.sent_at),
+    }
+
+
+def with_deliveries(detail: dict[str, Any], deliveries: Mapping[int, Row[Any]]) -> dict[str, Any]:
+    """A conversation detail whose messages carry their delivery state."""
+    for message in detail["messages"]:
+        message["delivery"] = delivery_view(deliveries.get(message["id"]))
+    return detail

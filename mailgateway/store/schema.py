@@ -159,3 +159,51 @@ class Message(Base):
     auto_submitted: Mapped[bool] = mapped_column(Boolean, default=False)
     defects: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class OutboundItem(Base):
+    """One message waiting to be (or already) sent: the outbound queue. The bytes, unsigned, are
+    in raw_messages; a reply also has its messages row on the conversation."""
+
+    __tablename__ = "outbound_queue"
+    __table_args__ = (Index("ix_outbound_queue_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    raw_id: Mapped[int] = mapped_column(ForeignKey("raw_messages.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="reply")
+    inbox: Mapped[str] = mapped_column(String(64), default="")
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id"), nullable=True, index=True
+    )
+    message_row_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id"), unique=True, nullable=True
+    )
+    author: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    transport: Mapped[str] = mapped_column(String(320), default="smarthost")
+    mail_from: Mapped[str] = mapped_column(Text, default="")
+    rcpt_to: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    queued_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class FromAddress(Base):
+    """A custom from address: its pending one-time code (hashed) and when it was verified."""
+
+    __tablename__ = "from_addresses"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    code_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    code_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    code_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
