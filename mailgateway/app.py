@@ -17,6 +17,7 @@ from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.inbound.worker import InboundWorker
 from mailgateway.intake.smtp import ConnectionLimiter, IntakeHandler, start_servers
 from mailgateway.logs import get_logger
+from mailgateway.notifier import Notifier
 from mailgateway.store.db import create_engine, current_revision, head_revision
 from mailgateway.store.repo import Store
 
@@ -65,6 +66,7 @@ class Gateway:
     limiter: ConnectionLimiter
     servers: list[asyncio.Server] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    notifier: Notifier | None = None
 
     @property
     def sockets(self) -> list[str]:
@@ -84,6 +86,9 @@ class Gateway:
             return False
         self.config = config
         self.handler.config = config
+        self.worker.config = config
+        if self.notifier is not None:
+            self.notifier.settings = config.gateway.notifications
         log.info("config.reloaded", inboxes=len(config.inboxes))
         return True
 
@@ -98,6 +103,8 @@ class Gateway:
                     await asyncio.sleep(0.05)
         await self.handler.drain()
         self.worker.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.store.close()
 
@@ -107,7 +114,9 @@ async def start(config: Config) -> Gateway:
     store = open_store(config)
     await require_schema(store)
     gateway_settings = config.gateway
-    worker = InboundWorker(store, gateway_settings.worker, id_domain=gateway_settings.smtp.hostname)
+    worker = InboundWorker(
+        store, gateway_settings.worker, id_domain=gateway_settings.smtp.hostname, config=config
+    )
     handler = IntakeHandler(
         config, store, free_space=free_space_probe(gateway_settings.database), on_commit=worker.wake
     )
@@ -117,6 +126,13 @@ async def start(config: Config) -> Gateway:
     gateway = Gateway(config, store, handler, worker, limiter)
     gateway.servers = await start_servers(handler, limiter, gateway_settings.smtp.endpoints)
     gateway.tasks.append(asyncio.create_task(worker.run()))
+    gateway.notifier = Notifier(
+        store,
+        gateway_settings.notifications,
+        name=worker.name,
+        poll_interval=gateway_settings.worker.poll_interval,
+    )
+    gateway.tasks.append(asyncio.create_task(gateway.notifier.run()))
     log.info("gateway.started", listen=",".join(gateway.sockets), inboxes=len(config.inboxes))
     return gateway
 
