@@ -54,6 +54,28 @@ async def test_daemon_assigns_and_notifies_once_per_conversation(
         assert counts == Counter({"alice": 1, "bob": 1, "carol": 1})
 
 
+async def test_reload_applies_new_automation(tmp_path: Path, db_url: str) -> None:
+    """After SIGHUP's reload, the worker routes with the new [automation]."""
+    manual = {"access": {"mode": "specific", "teams": ["support"]}}
+    folder = write_routing_config(tmp_path / "config", db_url, support=manual)
+    async with running_gateway(folder) as gateway:
+        port = port_of(gateway)
+        assert await asyncio.to_thread(smtp_send, port, make_message(subject="before")) == 250
+        await wait_for_conversations(gateway.store, 1)
+        write_routing_config(folder, db_url)
+        assert gateway.reload(folder)
+        assert await asyncio.to_thread(smtp_send, port, make_message(subject="after")) == 250
+        await wait_for_conversations(gateway.store, 2)
+        assert await assignees(gateway.store) == Counter({None: 1, "alice": 1})
+
+
+async def wait_for_conversations(store: Store, count: int) -> None:
+    """Wait until the store holds `count` conversations."""
+    async with asyncio.timeout(15):
+        while len(await store.conversation_rows()) < count:
+            await asyncio.sleep(0.05)
+
+
 def start_daemon(folder: Path, log: Path) -> subprocess.Popen[bytes]:
     """`mailgateway serve` in a child process, logging JSON to a file."""
     return subprocess.Popen(
