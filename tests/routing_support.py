@@ -7,9 +7,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import insert
+
 from mailgateway.config import Config, WorkerConfig, load_config
 from mailgateway.inbound.worker import InboundWorker
-from mailgateway.store.repo import Delivery, Envelope, Store, digest_of
+from mailgateway.store.repo import (
+    Delivery,
+    Envelope,
+    Store,
+    digest_of,
+    inbound_queue,
+    raw_messages,
+)
 from tests.support import make_message, toml_section, write_config
 
 SETTINGS = WorkerConfig(batch_size=50, max_attempts=3, poll_interval=0.05, retry_delay=0.0)
@@ -132,5 +141,10 @@ async def enqueue_many(store: Store, count: int, inbox: str = "support") -> None
     async with store.engine.begin() as connection:
         for number in range(count):
             raw = make_message(subject=f"bulk {number}")
-            raw_id = await store._raw_id(connection, digest_of(raw), raw)
-            await store._queue_row(connection, raw_id, ENVELOPE, Delivery(inbox, "x@y"))
+            stored = insert(raw_messages).values(digest=digest_of(raw), size=len(raw), data=raw)
+            raw_id = (await connection.execute(stored.returning(raw_messages.c.id))).scalar_one()
+            await connection.execute(
+                insert(inbound_queue).values(
+                    raw_id=raw_id, inbox=inbox, mail_from=ENVELOPE.mail_from, rcpt_to="x@y"
+                )
+            )
