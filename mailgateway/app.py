@@ -17,6 +17,7 @@ from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.inbound.worker import InboundWorker
 from mailgateway.intake.smtp import ConnectionLimiter, IntakeHandler, start_servers
 from mailgateway.logs import get_logger
+from mailgateway.notifier import Notifier
 from mailgateway.outbound.sign import load_signer
 from mailgateway.outbound.worker import OutboundWorker
 from mailgateway.store.db import create_engine, current_revision, head_revision
@@ -69,6 +70,8 @@ class Gateway:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     outbound: OutboundWorker | None = None
 
+    notifier: Notifier | None = None
+
     @property
     def sockets(self) -> list[str]:
         """The addresses the SMTP listeners are bound to, as host:port."""
@@ -89,6 +92,10 @@ class Gateway:
         self.handler.config = config
         if self.outbound is not None:
             self.outbound.reconfigure(config)
+
+        self.worker.config = config
+        if self.notifier is not None:
+            self.notifier.settings = config.gateway.notifications
         log.info("config.reloaded", inboxes=len(config.inboxes))
         return True
 
@@ -105,6 +112,9 @@ class Gateway:
         self.worker.stop()
         if self.outbound is not None:
             self.outbound.stop()
+
+        if self.notifier is not None:
+            self.notifier.stop()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.store.close()
 
@@ -115,7 +125,9 @@ async def start(config: Config) -> Gateway:
     store = open_store(config)
     await require_schema(store)
     gateway_settings = config.gateway
-    worker = InboundWorker(store, gateway_settings.worker, id_domain=gateway_settings.smtp.hostname)
+    worker = InboundWorker(
+        store, gateway_settings.worker, id_domain=gateway_settings.smtp.hostname, config=config
+    )
     handler = IntakeHandler(
         config, store, free_space=free_space_probe(gateway_settings.database), on_commit=worker.wake
     )
@@ -127,6 +139,14 @@ async def start(config: Config) -> Gateway:
     gateway.tasks.append(asyncio.create_task(worker.run()))
     gateway.outbound = OutboundWorker(store, config, signer)
     gateway.tasks.append(asyncio.create_task(gateway.outbound.run()))
+
+    gateway.notifier = Notifier(
+        store,
+        gateway_settings.notifications,
+        name=worker.name,
+        poll_interval=gateway_settings.worker.poll_interval,
+    )
+    gateway.tasks.append(asyncio.create_task(gateway.notifier.run()))
     log.info("gateway.started", listen=",".join(gateway.sockets), inboxes=len(config.inboxes))
     return gateway
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from mailgateway import app, logs, replies, verification, views
+from mailgateway import app, assignment, logs, replies, verification, views
 from mailgateway.access import require_member
 from mailgateway.config import (
     ChannelStatus,
@@ -26,12 +26,13 @@ from mailgateway.config import (
     load_config,
     rename_inbox,
 )
-from mailgateway.domain import ConversationStatus, OutboundState, QueueState
+from mailgateway.domain import Availability, ConversationStatus, OutboundState, QueueState
 from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.outbound import identity, sign
+from mailgateway.store import routing
 from mailgateway.store.db import upgrade
 from mailgateway.store.outbound import OutboundStore
-from mailgateway.store.repo import Store
+from mailgateway.store.repo import Store, upsert_contact
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -339,6 +340,10 @@ def conversations_show(conversation_id: int, config_dir: Path, as_json: bool) ->
     contact = detail["contact"] or {}
     click.echo(f"#{detail['id']} [{detail['inbox']}] {detail['subject']} ({detail['status']})")
     click.echo(f"contact: {contact.get('name') or ''} <{contact.get('email') or ''}>")
+    click.echo(f"assignee: {detail['assignee'] or '(unassigned)'}")
+    if detail["ticket"] is not None:
+        ticket = detail["ticket"]
+        click.echo(f"ticket #{ticket['id']}: {ticket['pipeline']} / {ticket['stage']}")
     for message in detail["messages"]:
         sender = message["from"]
         click.echo(f"--- {message['date']} {sender['email']} ({message['thread_reason']})")
@@ -465,7 +470,6 @@ def queue_retry(queue_id: int, which: str | None, config_dir: Path) -> None:
     if retried is None:
         fail(f"queue row {queue_id} is not held, deferred, failed or queued")
     click.echo(f"{retried} queue row {queue_id} queued for retry")
-
 
 
 # -- outbound: replies, from addresses, DKIM ---------------------------------------------------
@@ -665,6 +669,171 @@ def dkim_keygen(
     sign.write_key_file(path, pem)
     click.echo(f'; wrote {path} (mode 0600): set dkim_selector = "{selector}", dkim_key = "{path}"')
     click.echo(sign.dns_record(selector, domain.lower(), key))
+
+
+# -- assignment, contacts and users -------------------------------------------------------------
+
+
+@conversations.command("assign")
+@click.argument("conversation_id", type=int)
+@click.argument("assignee")
+@click.option("--as", "user", required=True, help="The acting user (a member of the inbox).")
+@config_option
+@guarded
+def conversations_assign(conversation_id: int, assignee: str, user: str, config_dir: Path) -> None:
+    """Assign a conversation to a user with access to its inbox."""
+
+    async def action(config: Config, store: Store) -> assignment.HandAssignment:
+        async with store.engine.begin() as connection:
+            return await assignment.assign_by_hand(
+                connection, config, conversation_id, assignee, user
+            )
+
+    result = with_store(config_dir, action)
+    if result.changed:
+        click.echo(f"conversation {conversation_id} assigned to {assignee}")
+    else:
+        click.echo(f"conversation {conversation_id} is already assigned to {assignee}")
+
+
+@main.group("contacts")
+def contacts() -> None:
+    """Contacts: owners and activity."""
+
+
+@contacts.command("list")
+@config_option
+@json_option
+@guarded
+def contacts_list(config_dir: Path, as_json: bool) -> None:
+    """Contacts with their owners, by address."""
+
+    async def action(config: Config, store: Store) -> list[dict[str, Any]]:
+        async with store.engine.connect() as connection:
+            return [views.contact_view(row) for row in await routing.contact_rows(connection)]
+
+    found = with_store(config_dir, action)
+    if as_json:
+        print_json(found)
+        return
+    print_table(
+        "Contacts",
+        ["email", "name", "owner", "conversations", "messages"],
+        [[c["email"], c["name"], c["owner"], c["conversations"], c["messages"]] for c in found],
+    )
+
+
+@contacts.command("show")
+@click.argument("email")
+@config_option
+@json_option
+@guarded
+def contacts_show(email: str, config_dir: Path, as_json: bool) -> None:
+    """One contact with its activity: every message logged on it."""
+
+    async def action(config: Config, store: Store) -> dict[str, Any]:
+        async with store.engine.connect() as connection:
+            rows = await routing.contact_rows(connection, email.strip().lower())
+            if not rows:
+                msg = f"no contact {email}"
+                raise RefusedError(msg)
+            activity = await routing.activity_rows(connection, rows[0].id)
+            return views.contact_detail(rows[0], activity)
+
+    detail = with_store(config_dir, action)
+    if as_json:
+        print_json(detail)
+        return
+    click.echo(f"{detail['name'] or ''} <{detail['email']}>  owner: {detail['owner'] or '-'}")
+    for entry in detail["activity"]:
+        click.echo(
+            f"{entry['logged_at']} {entry['kind']} [{entry['inbox']}] "
+            f"#{entry['conversation_id']} {entry['subject'][:60]}"
+        )
+
+
+@contacts.command("set-owner")
+@click.argument("email")
+@click.argument("owner")
+@config_option
+@guarded
+def contacts_set_owner(email: str, owner: str, config_dir: Path) -> None:
+    """Give a contact an owner (a user id); the contact is created when unknown."""
+    address = email.strip().lower()
+    if "@" not in address:
+        fail(f"not an e-mail address: {email!r}", 2)
+
+    async def action(config: Config, store: Store) -> None:
+        if owner not in config.users:
+            msg = f"unknown user {owner!r}"
+            raise RefusedError(msg)
+        async with store.engine.begin() as connection:
+            await upsert_contact(connection, address, "")
+            await routing.set_contact_owner(connection, address, owner)
+
+    with_store(config_dir, action)
+    click.echo(f"contact {address} is owned by {owner}")
+
+
+@main.group("users")
+def users() -> None:
+    """Users (from users.toml) and their availability."""
+
+
+@users.command("set-availability")
+@click.argument("user")
+@click.argument("status", type=click.Choice([a.value for a in Availability]))
+@config_option
+@guarded
+def users_set_availability(user: str, status: str, config_dir: Path) -> None:
+    """Mark a user online or away; away users are not auto-assigned."""
+
+    async def action(config: Config, store: Store) -> None:
+        if user not in config.users:
+            msg = f"unknown user {user!r}"
+            raise RefusedError(msg)
+        async with store.engine.begin() as connection:
+            await routing.set_availability(connection, user, Availability(status))
+
+    with_store(config_dir, action)
+    click.echo(f"user {user} is {status}")
+
+
+@users.command("list")
+@config_option
+@json_option
+@guarded
+def users_list(config_dir: Path, as_json: bool) -> None:
+    """Users with their seat, role, teams and availability."""
+
+    async def action(config: Config, store: Store) -> list[dict[str, Any]]:
+        async with store.engine.connect() as connection:
+            stored = await routing.availability(connection)
+        return [
+            {
+                "id": u.id,
+                "email": u.email,
+                "name": u.full_name,
+                "seat": str(u.seat),
+                "role": str(u.role),
+                "teams": list(u.teams),
+                "availability": str(stored.get(u.id, Availability.ONLINE)),
+            }
+            for u in config.users.values()
+        ]
+
+    found = with_store(config_dir, action)
+    if as_json:
+        print_json(found)
+        return
+    print_table(
+        "Users",
+        ["id", "name", "seat", "role", "teams", "availability"],
+        [
+            [u["id"], u["name"], u["seat"], u["role"], ", ".join(u["teams"]), u["availability"]]
+            for u in found
+        ],
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -483,6 +483,9 @@ class NotificationsConfig(_Model):
     """[notifications]: the chat webhook for new and assigned conversations (a secret URL)."""
 
     webhook_url: str = Field(default="", repr=False)
+    max_attempts: Count = 10
+    retry_delay: Seconds = 5.0
+    timeout: Seconds = 10.0
 
     @field_validator("webhook_url")
     @classmethod

@@ -108,3 +108,33 @@ class Parsed:
         """The first header of that name (case-insensitive), or None."""
         wanted = name.lower()
         return next((value for key, value in self.headers if key.lower() == wanted), None)
+
+
+class Availability(enum.StrEnum):
+    """Whether a user takes new conversations now; away users are never auto-assigned."""
+
+    ONLINE = "online"
+    AWAY = "away"
+
+
+class ActivityKind(enum.StrEnum):
+    """What was logged on a contact's activity."""
+
+    EMAIL_RECEIVED = "email_received"
+    EMAIL_SENT = "email_sent"
+
+
+class NotificationKind(enum.StrEnum):
+    """Which event a chat notification announces."""
+
+    NEW_CONVERSATION = "conversation.new"
+    ASSIGNED = "conversation.assigned"
+
+
+class OutboxState(enum.StrEnum):
+    """Where a notification is in its life: queued → sending → sent, or failed after retries."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"

@@ -27,9 +27,22 @@ def conversation_view(row: Row[Any]) -> dict[str, Any]:
         "contact": contact,
         "assignee": row.assignee,
         "channel": row.channel,
-        "ticket": None,
+        "ticket": ticket_view(row),
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
+    }
+
+
+def ticket_view(row: Row[Any]) -> dict[str, Any] | None:
+    """A conversation's ticket (from the `ticket_*` columns), or None when it has none."""
+    ticket_id = getattr(row, "ticket_id", None)
+    if ticket_id is None:
+        return None
+    return {
+        "id": ticket_id,
+        "pipeline": row.ticket_pipeline,
+        "stage": row.ticket_stage,
+        "owner": row.ticket_owner,
     }
 
 
@@ -101,6 +114,19 @@ def outbound_queue_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
+def contact_view(row: Row[Any]) -> dict[str, Any]:
+    """A contact with its owner and how much is logged on it (`contacts list --json`)."""
+    return {
+        "email": row.email,
+        "name": row.name or None,
+        "owner": row.owner,
+        "conversations": int(row.conversations),
+        "messages": int(row.messages),
+        "last_activity_at": iso(row.last_activity_at),
+        "created_at": iso(row.created_at),
+    }
+
+
 def delivery_view(row: Row[Any] | None) -> dict[str, Any] | None:
     """How far a reply got on its way out (None for messages that came in)."""
     if row is None:
@@ -121,3 +147,24 @@ def with_deliveries(detail: dict[str, Any], deliveries: Mapping[int, Row[Any]]) 
     for message in detail["messages"]:
         message["delivery"] = delivery_view(deliveries.get(message["id"]))
     return detail
+
+
+def activity_view(row: Row[Any]) -> dict[str, Any]:
+    """One entry of a contact's activity: a message logged on the contact."""
+    return {
+        "kind": row.kind,
+        "inbox": row.inbox,
+        "conversation_id": row.conversation_id,
+        "message": row.message,
+        "message_id": row.message_id,
+        "direction": row.direction,
+        "subject": row.subject,
+        "from": row.from_email or None,
+        "date": iso(row.date),
+        "logged_at": iso(row.created_at),
+    }
+
+
+def contact_detail(row: Row[Any], activity: Sequence[Row[Any]]) -> dict[str, Any]:
+    """A contact with its activity, oldest first (`contacts show --json`)."""
+    return {**contact_view(row), "activity": [activity_view(a) for a in activity]}

@@ -11,12 +11,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailgateway.config import WorkerConfig
+from mailgateway.assignment import NewConversation, route_new_conversation
+from mailgateway.config import Config, WorkerConfig
 from mailgateway.domain import Address, Attribution, Parsed, QueueState, ThreadReason
+from mailgateway.inbound.channel import IncomingChannel, incoming_channel
 from mailgateway.inbound.parse import clean_text, parse
 from mailgateway.inbound.threads import ThreadRef, thread_by_references
 from mailgateway.logs import get_logger
-from mailgateway.store import repo
+from mailgateway.store import repo, routing
 from mailgateway.store.repo import ClaimedItem, Store
 from mailgateway.store.schema import utcnow
 
@@ -36,6 +38,7 @@ class Outcome:
     conversation_id: int
     message_id: int
     thread_reason: ThreadReason
+    assignee: str | None = None
 
 
 def worker_name() -> str:
@@ -91,8 +94,12 @@ def message_values(
     }
 
 
-async def store_message(connection: AsyncConnection, item: ClaimedItem, parsed: Parsed) -> Outcome:
-    """Persist one parsed message: contact, conversation (joined or new), message, queue done."""
+async def store_message(
+    connection: AsyncConnection, item: ClaimedItem, parsed: Parsed, config: Config | None = None
+) -> Outcome:
+    """Persist one parsed message: contact, conversation (joined or new), message, the contact's
+    activity, and (with a configuration) a new conversation's assignment, ticket and
+    notification; then mark the queue row done."""
     existing = await repo.message_for_queue_row(connection, item.id)
     if existing is not None:  # an earlier attempt committed; only the bookkeeping was lost
         await repo.finish(connection, item.id)
@@ -118,20 +125,47 @@ async def store_message(connection: AsyncConnection, item: ClaimedItem, parsed: 
         connection, item.inbox, parsed.message_id, item.raw_id
     ):
         defects.append("message-id:reused-with-other-content")
-    message_id = await repo.insert_message(
-        connection, message_values(item, parsed, conversation_id, thread, defects)
-    )
+    values = message_values(item, parsed, conversation_id, thread, defects)
+    message_id = await repo.insert_message(connection, values)
+    if contact_id is not None:
+        await routing.log_activity(
+            connection,
+            contact_id=contact_id,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            inbox=item.inbox,
+        )
+    assignee = None
+    if config is not None and thread.conversation_id is None:  # replies keep their assignee
+        new = NewConversation(
+            conversation_id,
+            item.inbox,
+            parsed.subject,
+            contact_id,
+            sender,
+            auto_submitted=bool(values["auto_submitted"]),
+        )
+        assignment = await route_new_conversation(connection, config, new)
+        assignee = None if assignment is None else assignment.assignee
     await repo.finish(connection, item.id)
-    return Outcome(item.id, conversation_id, message_id, thread.reason)
+    return Outcome(item.id, conversation_id, message_id, thread.reason, assignee)
 
 
 class InboundWorker:
     """Claims batches from the inbound queue and processes them until stopped."""
 
-    def __init__(self, store: Store, settings: WorkerConfig, *, id_domain: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: WorkerConfig,
+        *,
+        id_domain: str,
+        config: Config | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.id_domain = id_domain
+        self.config = config
         self.name = worker_name()
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -172,10 +206,11 @@ class InboundWorker:
         batch = await self.store.claim(
             self.name, self.settings.batch_size, self.settings.max_attempts
         )
-        for start in range(0, len(batch), TRANSACTION_SIZE):
+        admitted = [item for item in batch if await self.admit(item)]
+        for start in range(0, len(admitted), TRANSACTION_SIZE):
             if self.stopping.is_set():
                 break  # the rest is given back by release_claims
-            chunk = batch[start : start + TRANSACTION_SIZE]
+            chunk = admitted[start : start + TRANSACTION_SIZE]
             if not await self.process_together(chunk):
                 for item in chunk:
                     await self.process(item)
@@ -192,7 +227,7 @@ class InboundWorker:
             parsed = await asyncio.to_thread(self.parse_all, batch)
             async with self.store.transaction() as connection:
                 outcomes = [
-                    await store_message(connection, item, one)
+                    await store_message(connection, item, one, self.config)
                     for item, one in zip(batch, parsed, strict=True)
                 ]
         except Exception as error:
@@ -207,7 +242,7 @@ class InboundWorker:
         try:
             [parsed] = await asyncio.to_thread(self.parse_all, [item])
             async with self.store.transaction() as connection:
-                outcome = await store_message(connection, item, parsed)
+                outcome = await store_message(connection, item, parsed, self.config)
         except Exception as error:
             await self.record_failure(item, error)
             return None
@@ -222,7 +257,28 @@ class InboundWorker:
             inbox=item.inbox,
             conversation_id=outcome.conversation_id,
             thread_reason=outcome.thread_reason,
+            assignee=outcome.assignee,
         )
+
+    async def admit(self, item: ClaimedItem) -> bool:
+        """Whether to process the row now: mail of a disabled channel is held instead."""
+        channel = self.channel_of(item)
+        if channel is not None and not channel.enabled:
+            await self.hold_disabled(item, channel)
+            return False
+        return True
+
+    def channel_of(self, item: ClaimedItem) -> IncomingChannel | None:
+        """The channel the row came in on (None without a configuration or a known inbox)."""
+        inbox = None if self.config is None else self.config.inboxes.get(item.inbox)
+        return None if inbox is None else incoming_channel(inbox, item.source, item.rcpt_to)
+
+    async def hold_disabled(self, item: ClaimedItem, channel: IncomingChannel) -> None:
+        """Mail of a disabled channel is neither shown nor logged: the row is held, raw bytes
+        kept, until the channel is enabled again and `queue retry` brings it in."""
+        reason = f"channel disabled: {channel.kind} {channel.address}"
+        log.warning("message.channel_disabled", queue_id=item.id, inbox=item.inbox)
+        await self.store.fail(item.id, reason, hold=True, retry_at=utcnow())
 
     async def record_failure(self, item: ClaimedItem, error: Exception) -> None:
         """Back to the queue with a delay, or held with the reason after the last attempt."""

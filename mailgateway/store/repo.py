@@ -23,6 +23,7 @@ from mailgateway.store.schema import (
     InboundItem,
     Message,
     RawMessage,
+    Ticket,
     utcnow,
 )
 
@@ -31,6 +32,7 @@ inbound_queue: Table = InboundItem.__table__  # type: ignore[assignment]
 contacts: Table = Contact.__table__  # type: ignore[assignment]
 conversations: Table = Conversation.__table__  # type: ignore[assignment]
 messages: Table = Message.__table__  # type: ignore[assignment]
+tickets: Table = Ticket.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class ClaimedItem:
     mail_from: str
     attempts: int
     data: bytes
+    source: str = "smtp"
 
 
 def digest_of(data: bytes) -> str:
@@ -293,6 +296,7 @@ class Store:
                     inbound_queue.c.mail_from,
                     inbound_queue.c.attempts,
                     raw_messages.c.data,
+                    inbound_queue.c.source,
                 )
                 .join(raw_messages, raw_messages.c.id == inbound_queue.c.raw_id)
                 .where(inbound_queue.c.id.in_(due))
@@ -405,8 +409,13 @@ class Store:
                 conversations,
                 contacts.c.email.label("contact_email"),
                 contacts.c.name.label("contact_name"),
+                tickets.c.id.label("ticket_id"),
+                tickets.c.pipeline.label("ticket_pipeline"),
+                tickets.c.stage.label("ticket_stage"),
+                tickets.c.owner.label("ticket_owner"),
             )
             .outerjoin(contacts, contacts.c.id == conversations.c.contact_id)
+            .outerjoin(tickets, tickets.c.conversation_id == conversations.c.id)
             .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
         )
         filters = {"inbox": inbox, "status": status, "assignee": assignee}

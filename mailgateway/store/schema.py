@@ -207,3 +207,79 @@ class FromAddress(Base):
     code_attempts: Mapped[int] = mapped_column(Integer, default=0)
     verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+# -- routing: availability, round-robin cursors, tickets, contact activity, notifications -------
+
+
+class UserAvailability(Base):
+    """A user's availability (online or away); a user without a row is online."""
+
+    __tablename__ = "user_availability"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="online")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class AssignmentCursor(Base):
+    """Where an inbox's round robin stands: the user it assigned last (locked while advanced)."""
+
+    __tablename__ = "assignment_cursors"
+
+    inbox: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_user: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    assigned: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Ticket(Base):
+    """The support ticket of a conversation; its owner follows the assignee unless fixed."""
+
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), unique=True)
+    pipeline: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner_follows_assignee: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class ContactActivity(Base):
+    """One entry of a contact's activity: a message logged on the contact."""
+
+    __tablename__ = "contact_activity"
+    __table_args__ = (Index("ix_contact_activity_contact", "contact_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    inbox: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32), default="email_received")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class NotificationEvent(Base):
+    """A chat notification waiting to be (or already) posted to the webhook: the outbox."""
+
+    __tablename__ = "notification_outbox"
+    __table_args__ = (Index("ix_notification_outbox_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id"), nullable=True
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
