@@ -73,8 +73,9 @@ def authenticate(
     for value in _trusted_values(headers, trusted_ids):
         found = _aligned_pass(value, from_domain)
         if found is not None:
-            header = clean_text(f"Authentication-Results: {value}", limit=MAX_EVIDENCE_CHARS)
-            return Authentication(True, found, header, ignored)
+            method, text = found
+            header = clean_text(f"Authentication-Results: {authserv_id(value)}; {text}")
+            return Authentication(True, method, header[:MAX_EVIDENCE_CHARS], ignored)
     return Authentication(False, ignored=ignored)
 
 
@@ -127,8 +128,9 @@ def _untrusted_ids(
     return dict.fromkeys(clean_text(h, limit=255) for h in hosts if h not in trusted)
 
 
-def _aligned_pass(value: str, from_domain: str) -> AuthMethod | None:
-    """The method of the first pass result in a header whose domain is aligned with From."""
+def _aligned_pass(value: str, from_domain: str) -> tuple[AuthMethod, str] | None:
+    """The first pass result of a header whose domain is aligned with From: its method and
+    its text ('dkim=pass header.d=example.com')."""
     try:
         parsed = authres.AuthenticationResultsHeader.parse_value(value)
     except Exception:  # authres raises its own errors and others on malformed input
@@ -140,7 +142,7 @@ def _aligned_pass(value: str, from_domain: str) -> AuthMethod | None:
         method, properties = known
         domains = [_domain(prop.value) for prop in result.properties if _key(prop) in properties]
         if any(aligned(domain, from_domain) for domain in domains):
-            return method
+            return method, str(result)
     return None
 
 
