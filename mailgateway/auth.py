@@ -60,6 +60,8 @@ class DkimVerifier:
             passed = bool(checker.verify(idx=index, dnsfunc=self._lookup))
         except Exception as error_:  # malformed signature or key, DNS failure
             passed, error = False, type(error_).__name__
+        if passed and b"l" in (checker.signature_fields or {}):
+            passed, error = False, "body-length-tag"  # text may be appended after what is signed
         return DkimResult(_text(checker.domain), _text(checker.selector), passed, error)
 
     def _lookup(self, name: bytes, timeout: int = DNS_TIMEOUT) -> bytes | None:

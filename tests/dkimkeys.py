@@ -37,14 +37,16 @@ def key_pair() -> KeyPair:
     return KeyPair(private_pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public_der))
 
 
-def sign(raw: bytes, domain: str, selector: str = SELECTOR) -> bytes:
-    """The message with a DKIM-Signature of the domain prepended (relaxed/relaxed)."""
+def sign(raw: bytes, domain: str, selector: str = SELECTOR, *, length: bool = False) -> bytes:
+    """The message with a DKIM-Signature of the domain prepended (relaxed/relaxed; with an l=
+    body length tag when asked)."""
     signature = dkim.sign(
         raw,
         selector.encode(),
         domain.encode(),
         key_pair().private_pem,
         canonicalize=(b"relaxed", b"relaxed"),
+        length=length,
     )
     return bytes(signature) + raw
 

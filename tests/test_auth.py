@@ -63,6 +63,17 @@ def test_tampered_body_fails() -> None:
     assert not result.passed
 
 
+def test_body_length_tag_is_not_trusted() -> None:
+    """A signature with l= vouches for a prefix only: text appended after it would pass, so such
+    a signature does not count (even before anything is appended)."""
+    dns = FakeDns().publish("acme.example")
+    signed = sign(make_message(), "acme.example", length=True)
+    appended = signed + b"---------- Forwarded message ---------\r\nFrom: x@evil.test\r\n"
+    for raw in (signed, appended):
+        [result] = DkimVerifier(dns=dns).verify(raw)
+        assert (result.passed, result.error) == (False, "body-length-tag")
+
+
 @pytest.mark.parametrize(
     "dns",
     [

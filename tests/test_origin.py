@@ -153,6 +153,25 @@ def test_inbox_toggle_off_does_not_trust_unauthenticated(config: Config) -> None
     assert (origin.attribution, origin.forwarded_by) == (Attribution.SENDER, None)
 
 
+def test_second_from_header_is_not_trusted(config: Config) -> None:
+    """A trusted forward with a second From header is its first From's: which From the
+    authentication vouched for is ambiguous."""
+    raw = read_fixture("gmail_en_qp.eml").replace(
+        b"\r\nFrom: Alice", b"\r\nFrom: Mallory <mallory@evil.test>\r\nFrom: Alice", 1
+    )
+    origin = origin_of(raw, config)
+    assert origin.contact == Address("mallory@evil.test", "Mallory")
+    assert origin.attribution is Attribution.SENDER
+    swapped = read_fixture("gmail_en_qp.eml").replace(
+        b"\r\nFrom: Alice Nowak <alice@acme.example>",
+        b"\r\nFrom: Alice Nowak <alice@acme.example>\r\nFrom: Mallory <mallory@evil.test>",
+        1,
+    )
+    origin = origin_of(swapped, config)
+    assert origin.contact == Address("alice@acme.example", "Alice Nowak")
+    assert (origin.attribution, origin.evidence.rule) == ("sender", "ambiguous_from_header")
+
+
 def test_srs_envelope_marks_mta_forward(config: Config) -> None:
     """An SRS-rewritten envelope sender with the customer's From is an MTA forward: From wins."""
     raw = make_message()

@@ -23,6 +23,7 @@ MAX_EMAIL_CHARS = 320
 MAX_NAME_CHARS = 200
 RESENT_HEADERS = ("Resent-From", "Resent-Sender")
 SRS_PREFIXES = ("srs0=", "srs1=")
+DUPLICATE_FROM = "duplicate:from"  # the parse stage's defect for a second From header
 
 
 class OriginRule(enum.StrEnum):
@@ -33,6 +34,7 @@ class OriginRule(enum.StrEnum):
     MTA_FORWARD = "mta_forward"  # forwarded by an MTA (Resent-*, SRS): the From header
     SENDER_NOT_A_USER = "sender_not_a_user"  # a forward from someone not in users.toml
     NOT_AUTHENTICATED = "not_authenticated"  # a user's forward without aligned DKIM/SPF pass
+    AMBIGUOUS_FROM = "ambiguous_from_header"  # a user's forward with several From headers
     FORWARDS_TO_FORWARDER = "inbox_logs_forwards_to_forwarder"  # the inbox toggle is off
     QUOTED_IS_OURS = "quoted_sender_is_ours"  # the quoted address is a user, inbox or our domain
     QUOTED_WITHOUT_ADDRESS = "quoted_sender_without_address"  # the block names no address
@@ -166,6 +168,8 @@ def resolve_origin(
         return _plain(sender, Evidence(OriginRule.NOT_A_FORWARD, f"From: {sender.email}"))
     quoted = _quoted(forward.from_)
     found = _Found(forward.rule, quoted.email, auth)
+    if DUPLICATE_FROM in parsed.defects:  # authentication may vouch for another From header
+        return _plain(sender, found.evidence(OriginRule.AMBIGUOUS_FROM, f"From: {sender.email}"))
     if not auth.passed:
         return _plain(sender, found.evidence(OriginRule.NOT_AUTHENTICATED, f"From: {sender.email}"))
     if not original_sender_of_forwards:
