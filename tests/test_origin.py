@@ -121,6 +121,7 @@ def test_trusted_forward_evidence_names_the_authenticating_header(config: Config
     evidence = origin_of(read_fixture("gmail_en_qp.eml"), config).evidence
     assert evidence.as_json() == {
         "rule": "trusted_forward",
+        "warning": None,
         "header": "Authentication-Results: mx.acme.example; dkim=pass header.d=acme.example "
         "header.s=google header.b=Xk3q9ZtA",
         "forward": "separator",
@@ -136,6 +137,9 @@ def test_untrusted_header_named_in_evidence(config: Config) -> None:
     assert evidence.evidence.header == "From: alice@acme.example"
     assert evidence.evidence.ignored == ("smtp.evil.test",)
     assert evidence.evidence.quoted == "ceo@bigcustomer.test"
+    assert evidence.evidence.warning == (
+        "forward quoting ceo@bigcustomer.test not trusted: not authenticated"
+    )
 
 
 def test_inbox_toggle_off_logs_to_forwarder(config: Config) -> None:

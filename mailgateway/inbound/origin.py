@@ -41,6 +41,11 @@ class OriginRule(enum.StrEnum):
     TRUSTED_FORWARD = "trusted_forward"  # the original sender of an authenticated user's forward
 
 
+REFUSED_FORWARD_RULES = frozenset(
+    {OriginRule.SENDER_NOT_A_USER, OriginRule.NOT_AUTHENTICATED, OriginRule.AMBIGUOUS_FROM}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class OriginFacts:
     """What the trust policy knows of the account: user addresses, inbox addresses, domains."""
@@ -73,10 +78,18 @@ class Evidence:
     authentication: AuthMethod | None = None
     ignored: tuple[str, ...] = ()
 
+    @property
+    def warning(self) -> str | None:
+        """For agents: a forward whose quoted sender was not believed, and why (None otherwise)."""
+        if self.rule not in REFUSED_FORWARD_RULES or not self.quoted:
+            return None
+        return f"forward quoting {self.quoted} not trusted: {self.rule.value.replace('_', ' ')}"
+
     def as_json(self) -> dict[str, Any]:
         """The evidence as stored on the message and shown by `conversations show`."""
         return {
             "rule": self.rule.value,
+            "warning": self.warning,
             "header": self.header,
             "forward": None if self.forward is None else self.forward.value,
             "quoted": self.quoted or None,

@@ -50,9 +50,7 @@ async def gateway(config_for: Callable[[str], Path]) -> AsyncIterator[Gateway]:
         yield running
 
 
-async def deliver(
-    gateway: Gateway, raw: bytes, rcpt: str = SUPPORT, mail_from: str = AGENT
-) -> int:
+async def deliver(gateway: Gateway, raw: bytes, rcpt: str = SUPPORT, mail_from: str = AGENT) -> int:
     """One SMTP transaction over a real socket; the queue id from the 250 reply."""
     client = await RawSMTP.connect(port_of(gateway))
     try:
@@ -164,6 +162,10 @@ async def test_spoofing_attempts_land_on_the_real_sender(gateway: Gateway) -> No
     untrusted = found[ids["spoof_untrusted_authentication_results.eml"]]["row"].evidence
     assert untrusted["ignored_authserv_ids"] == ["smtp.evil.test"]
     assert untrusted["quoted"] == "ceo@bigcustomer.test"
+    outsider = found[ids["spoof_outsider_fake_forward.eml"]]["row"].evidence
+    assert outsider["warning"] == (
+        "forward quoting ceo@bigcustomer.test not trusted: sender not a user"
+    )
     contacts = {entry["contact"]["email"] for entry in found.values()}
     assert "ceo@bigcustomer.test" not in contacts
 
@@ -176,7 +178,11 @@ async def test_inbox_toggle_logs_forwards_to_the_forwarder(gateway: Gateway) -> 
     found = await landed(gateway, [support, sales])
     assert summary(found[support])[4:6] == ("forward_original_sender", "trusted_forward")
     assert summary(found[sales]) == (
-        *ALICE, AGENT, "forwarder", "inbox_logs_forwards_to_forwarder", "separator"
+        *ALICE,
+        AGENT,
+        "forwarder",
+        "inbox_logs_forwards_to_forwarder",
+        "separator",
     )
 
 
