@@ -58,6 +58,7 @@ def message_view(row: Row[Any]) -> dict[str, Any]:
         "cc": row.cc,
         "forwarded_by": row.forwarded_by,
         "attribution": row.attribution,
+        "evidence": row.evidence,
         "thread_reason": row.thread_reason,
         "auto_submitted": row.auto_submitted,
         "subject": row.subject,

@@ -19,6 +19,8 @@ IO_LIBRARIES = (
     "aiosqlite",
     "aiohttp",
     "socket",
+    "dkim",
+    "dns",
     "mailgateway.store",
     "mailgateway.app",
     "mailgateway.cli",

@@ -12,9 +12,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgateway.assignment import NewConversation, route_new_conversation
+from mailgateway.auth import DkimVerifier, determine_origin
 from mailgateway.config import Config, WorkerConfig
 from mailgateway.domain import Address, Attribution, Parsed, QueueState, ThreadReason
 from mailgateway.inbound.channel import IncomingChannel, incoming_channel
+from mailgateway.inbound.origin import Origin, header_origin
 from mailgateway.inbound.parse import clean_text, parse
 from mailgateway.inbound.threads import ThreadRef, thread_by_references
 from mailgateway.logs import get_logger
@@ -46,12 +48,16 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def contact_address(parsed: Parsed, mail_from: str) -> Address | None:
-    """Whom the message is from: the From header, else the envelope sender, else nobody."""
-    if parsed.from_ is not None and parsed.from_.email:
-        return parsed.from_
-    sender = clean_text(mail_from, limit=320).lower()
-    return Address(email=sender) if "@" in sender else None
+def origin_values(origin: Origin) -> dict[str, Any]:
+    """The messages columns the origin step decides: from, forwarded_by, attribution, evidence."""
+    sender = origin.sender or Address(email="")
+    return {
+        "from_email": sender.email,
+        "from_name": sender.name,
+        "forwarded_by": origin.forwarded_by,
+        "attribution": origin.attribution,
+        "evidence": origin.evidence.as_json(),
+    }
 
 
 def message_values(
@@ -95,16 +101,22 @@ def message_values(
 
 
 async def store_message(
-    connection: AsyncConnection, item: ClaimedItem, parsed: Parsed, config: Config | None = None
+    connection: AsyncConnection,
+    item: ClaimedItem,
+    parsed: Parsed,
+    config: Config | None = None,
+    origin: Origin | None = None,
 ) -> Outcome:
     """Persist one parsed message: contact, conversation (joined or new), message, the contact's
     activity, and (with a configuration) a new conversation's assignment, ticket and
-    notification; then mark the queue row done."""
+    notification; then mark the queue row done. The contact and the message's sender come from
+    the origin step (default: the From header)."""
     existing = await repo.message_for_queue_row(connection, item.id)
     if existing is not None:  # an earlier attempt committed; only the bookkeeping was lost
         await repo.finish(connection, item.id)
         return Outcome(item.id, 0, existing, ThreadReason.NEW)
-    sender = contact_address(parsed, item.mail_from)
+    origin = origin or header_origin(parsed, item.mail_from)
+    sender = origin.contact
     contact_id = (
         None if sender is None else await repo.upsert_contact(connection, sender.email, sender.name)
     )
@@ -126,7 +138,7 @@ async def store_message(
     ):
         defects.append("message-id:reused-with-other-content")
     values = message_values(item, parsed, conversation_id, thread, defects)
-    message_id = await repo.insert_message(connection, values)
+    message_id = await repo.insert_message(connection, {**values, **origin_values(origin)})
     if contact_id is not None:
         await routing.log_activity(
             connection,
@@ -161,11 +173,13 @@ class InboundWorker:
         *,
         id_domain: str,
         config: Config | None = None,
+        dkim: DkimVerifier | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.id_domain = id_domain
-        self.config = config
+        self.config = config  # users, inboxes and [trust] for the origin step; None: From header
+        self.dkim = dkim or DkimVerifier()
         self.name = worker_name()
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -220,15 +234,30 @@ class InboundWorker:
         """Parse a batch (in a worker thread: parsing is CPU work)."""
         return [parse(item.data, id_domain=self.id_domain) for item in batch]
 
+    def origins_of(self, batch: list[ClaimedItem], parsed: list[Parsed]) -> list[Origin]:
+        """The origin of each message (in a worker thread: DKIM checks need DNS and CPU)."""
+        return [
+            determine_origin(
+                item.data,
+                one,
+                config=self.config,
+                inbox=item.inbox,
+                envelope_sender=item.mail_from,
+                verifier=self.dkim,
+            )
+            for item, one in zip(batch, parsed, strict=True)
+        ]
+
     async def process_together(self, batch: list[ClaimedItem]) -> bool:
         """Store a whole batch in one transaction; False (nothing stored) if any row fails, so
         that the rows are then processed one by one and only the bad one is retried."""
         try:
             parsed = await asyncio.to_thread(self.parse_all, batch)
+            origins = await asyncio.to_thread(self.origins_of, batch, parsed)
             async with self.store.transaction() as connection:
                 outcomes = [
-                    await store_message(connection, item, one, self.config)
-                    for item, one in zip(batch, parsed, strict=True)
+                    await store_message(connection, item, one, self.config, origin)
+                    for item, one, origin in zip(batch, parsed, origins, strict=True)
                 ]
         except Exception as error:
             log.warning("worker.batch_failed", size=len(batch), error=type(error).__name__)
@@ -241,8 +270,9 @@ class InboundWorker:
         """Process one row; a failure is recorded, retried later, and held after the last try."""
         try:
             [parsed] = await asyncio.to_thread(self.parse_all, [item])
+            [origin] = await asyncio.to_thread(self.origins_of, [item], [parsed])
             async with self.store.transaction() as connection:
-                outcome = await store_message(connection, item, parsed, self.config)
+                outcome = await store_message(connection, item, parsed, self.config, origin)
         except Exception as error:
             await self.record_failure(item, error)
             return None

@@ -159,6 +159,8 @@ class Message(Base):
     auto_submitted: Mapped[bool] = mapped_column(Boolean, default=False)
     defects: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # Why the message is attributed as it is (origin step): rule, header, forward, authentication.
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class OutboundItem(Base):
