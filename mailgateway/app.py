@@ -84,6 +84,7 @@ class Gateway:
             return False
         self.config = config
         self.handler.config = config
+        self.worker.reconfigure(config)
         log.info("config.reloaded", inboxes=len(config.inboxes))
         return True
 
@@ -107,7 +108,9 @@ async def start(config: Config) -> Gateway:
     store = open_store(config)
     await require_schema(store)
     gateway_settings = config.gateway
-    worker = InboundWorker(store, gateway_settings.worker, id_domain=gateway_settings.smtp.hostname)
+    worker = InboundWorker(
+        store, gateway_settings.worker, id_domain=gateway_settings.smtp.hostname, config=config
+    )
     handler = IntakeHandler(
         config, store, free_space=free_space_probe(gateway_settings.database), on_commit=worker.wake
     )

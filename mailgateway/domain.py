@@ -90,3 +90,23 @@ class Parsed:
         """The first header of that name (case-insensitive), or None."""
         wanted = name.lower()
         return next((value for key, value in self.headers if key.lower() == wanted), None)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """What a delivery status notification reported about one of our outbound messages."""
+
+    FAILED = "failed"
+    DELAYED = "delayed"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFacts:
+    """What the threading rules need to know about a stored conversation: its status, its
+    contact, when it last saw activity and every address that sent or received its mail."""
+
+    id: int
+    status: ConversationStatus
+    contact_id: int | None
+    contact_email: str | None
+    last_activity: datetime
+    participants: frozenset[str] = frozenset()

@@ -5,18 +5,42 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailgateway.config import WorkerConfig
-from mailgateway.domain import Address, Attribution, Parsed, QueueState, ThreadReason
+from mailgateway.config import Config, WorkerConfig
+from mailgateway.domain import (
+    Address,
+    Attribution,
+    ConversationFacts,
+    ConversationStatus,
+    Parsed,
+    QueueState,
+    ThreadReason,
+)
+from mailgateway.inbound.bounces import Bounce, parse_bounce
+from mailgateway.inbound.duplicates import content_hash
+from mailgateway.inbound.htmltext import html_to_text
+from mailgateway.inbound.loops import AutoVerdict, classify
 from mailgateway.inbound.parse import clean_text, parse
-from mailgateway.inbound.threads import ThreadRef, thread_by_references
+from mailgateway.inbound.subjects import subject_key
+from mailgateway.inbound.threads import (
+    Lookups,
+    Sender,
+    ThreadRef,
+    header_tokens,
+    reopens,
+    reply_token,
+    thread,
+)
 from mailgateway.logs import get_logger
 from mailgateway.store import repo
+from mailgateway.store import threads as threads_store
 from mailgateway.store.repo import ClaimedItem, Store
 from mailgateway.store.schema import utcnow
 
@@ -27,12 +51,58 @@ STALE_CLAIM = timedelta(minutes=10)
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What processing one queue row produced."""
+    """What processing one queue row produced. Assignment and notifications skip outcomes
+    that are `auto_submitted` (auto-replies, bounces, bulk and looping mail) or `duplicate`
+    (the message was stored before: nothing new was stored)."""
 
     queue_id: int
     conversation_id: int
     message_id: int
     thread_reason: ThreadReason
+    auto_submitted: bool = False
+    duplicate: bool = False
+    reopened: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """What the pure stages derive from the raw bytes alone (computed off the event loop)."""
+
+    parsed: Parsed
+    text: str | None
+    content_hash: str
+    bounce: Bounce | None
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """What the worker needs from the configuration: the agents' addresses and each inbox's
+    forwarding address."""
+
+    agents: frozenset[str] = frozenset()
+    inbox_addresses: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Directory:
+        """Agents are the users of users.toml; addresses come from the inboxes' files."""
+        return cls(
+            agents=frozenset(user.email.lower() for user in config.users.values()),
+            inbox_addresses=MappingProxyType(
+                {
+                    slug: inbox.fallback_email.forwarding_address.lower()
+                    for slug, inbox in config.inboxes.items()
+                }
+            ),
+        )
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Every forwarding address of ours."""
+        return frozenset(self.inbox_addresses.values())
+
+
+class ConcurrentDuplicate(Exception):
+    """Another worker stored the same message (same inbox and content hash) first."""
 
 
 def worker_name() -> str:
@@ -88,50 +158,192 @@ def message_values(
     }
 
 
-async def store_message(connection: AsyncConnection, item: ClaimedItem, parsed: Parsed) -> Outcome:
-    """Persist one parsed message: contact, conversation (joined or new), message, queue done."""
+def analyse(item: ClaimedItem, id_domain: str) -> Analysis:
+    """Run the stages that need only the bytes: parse, text, content hash, bounce report."""
+    parsed = parse(item.data, id_domain=id_domain)
+    text = parsed.text
+    if text is None and parsed.html:
+        text = html_to_text(parsed.html)
+    return Analysis(
+        parsed=parsed,
+        text=text,
+        content_hash=content_hash(item.data, parsed),
+        bounce=parse_bounce(item.data, parsed, item.mail_from, text),
+    )
+
+
+async def gather_lookups(
+    connection: AsyncConnection,
+    item: ClaimedItem,
+    analysis: Analysis,
+    contact_id: int | None,
+    directory: Directory,
+) -> Lookups:
+    """Everything the threading rules consult, looked up within the message's inbox."""
+    parsed, bounce = analysis.parsed, analysis.bounce
+    ids = [*parsed.in_reply_to, *parsed.references]
+    tokens = [reply_token(item.rcpt_to)]
+    inbox_address = directory.inbox_addresses.get(item.inbox)
+    if inbox_address:
+        tokens.extend(header_tokens(parsed, inbox_address))
+    key = subject_key(parsed.subject)
+    return Lookups(
+        now=utcnow(),
+        references=await threads_store.conversations_by_message_ids(connection, item.inbox, ids),
+        token=await _first_token(connection, item.inbox, tokens),
+        subject=None
+        if key is None or contact_id is None
+        else await threads_store.conversation_by_subject(connection, item.inbox, contact_id, key),
+        bounced=None
+        if bounce is None or bounce.original_message_id is None
+        else await threads_store.conversation_of_message(
+            connection, item.inbox, bounce.original_message_id
+        ),
+        agents=directory.agents,
+        own_addresses=directory.own_addresses,
+    )
+
+
+async def _first_token(
+    connection: AsyncConnection, inbox: str, tokens: list[str | None]
+) -> ConversationFacts | None:
+    """The conversation of the first reply token that names one in the inbox."""
+    for token in dict.fromkeys(t for t in tokens if t):
+        found = await threads_store.conversation_by_token(connection, inbox, token)
+        if found is not None:
+            return found
+    return None
+
+
+async def store_message(
+    connection: AsyncConnection,
+    item: ClaimedItem,
+    analysis: Analysis,
+    directory: Directory | None = None,
+) -> Outcome:
+    """Persist one analysed message: contact, conversation (joined, reopened or new), message,
+    bounce bookkeeping, queue row done; a message stored before is not stored again."""
+    directory = directory or Directory()
     existing = await repo.message_for_queue_row(connection, item.id)
     if existing is not None:  # an earlier attempt committed; only the bookkeeping was lost
         await repo.finish(connection, item.id)
         return Outcome(item.id, 0, existing, ThreadReason.NEW)
+    parsed = analysis.parsed
+    stored = await threads_store.message_by_content(connection, item.inbox, analysis.content_hash)
+    if stored is not None:  # the same message arrived again (another path, another copy)
+        await repo.finish(connection, item.id)
+        reason = ThreadReason(stored.thread_reason)
+        return Outcome(item.id, stored.conversation_id, stored.id, reason, duplicate=True)
     sender = contact_address(parsed, item.mail_from)
     contact_id = (
         None if sender is None else await repo.upsert_contact(connection, sender.email, sender.name)
     )
-    known = await repo.conversation_by_message_ids(
-        connection, item.inbox, [*parsed.in_reply_to, *parsed.references]
+    lookups = await gather_lookups(connection, item, analysis, contact_id, directory)
+    verdict = classify(
+        parsed,
+        item.mail_from,
+        own_addresses=directory.own_addresses,
+        own_message=await threads_store.sent_by_us(connection, item.inbox, parsed.message_id),
+        bounce_format=None if analysis.bounce is None else analysis.bounce.format,
     )
-    thread = thread_by_references(parsed, known)
-    now = utcnow()
-    if thread.conversation_id is None:
-        conversation_id = await repo.create_conversation(
-            connection, item.inbox, parsed.subject, contact_id, now
-        )
-    else:
-        conversation_id = thread.conversation_id
-        await repo.touch_conversation(connection, conversation_id, now)
+    recipients = frozenset(address.email for address in (*parsed.to, *parsed.cc))
+    bounced_to = frozenset() if analysis.bounce is None else analysis.bounce.addresses
+    author = Sender(None if sender is None else sender.email, contact_id, recipients)
+    ref = thread(parsed, author, lookups, bounced_to)
+    conversation_id, reopened = await _place(connection, item, parsed, ref, verdict, contact_id)
     defects = list(parsed.defects)
-    if await repo.same_message_id_other_content(
-        connection, item.inbox, parsed.message_id, item.raw_id
+    if await threads_store.message_id_reused(
+        connection, item.inbox, parsed.message_id, analysis.content_hash
     ):
         defects.append("message-id:reused-with-other-content")
-    message_id = await repo.insert_message(
-        connection, message_values(item, parsed, conversation_id, thread, defects)
-    )
+    values = message_values(item, parsed, conversation_id, ref, defects) | {
+        "text": analysis.text,
+        "auto_submitted": verdict.auto_submitted,
+        "auto_reasons": list(verdict.reasons),
+        "content_hash": analysis.content_hash,
+        "thread_detail": ref.detail or None,
+        "bounce": None if analysis.bounce is None else analysis.bounce.as_record(),
+    }
+    message_id = await threads_store.insert_message_once(connection, values)
+    if message_id is None:
+        raise ConcurrentDuplicate(item.inbox)
+    if analysis.bounce is not None and ref.detail.startswith("bounce"):
+        await _record_bounce(connection, item.inbox, analysis.bounce)
     await repo.finish(connection, item.id)
-    return Outcome(item.id, conversation_id, message_id, thread.reason)
+    return Outcome(
+        item.id,
+        conversation_id,
+        message_id,
+        ref.reason,
+        auto_submitted=verdict.auto_submitted,
+        reopened=reopened,
+    )
+
+
+async def _place(
+    connection: AsyncConnection,
+    item: ClaimedItem,
+    parsed: Parsed,
+    ref: ThreadRef,
+    verdict: AutoVerdict,
+    contact_id: int | None,
+) -> tuple[int, bool]:
+    """The conversation the message goes to (created when new) and whether it was reopened.
+    Closed conversations stay closed, and untouched, for auto-replies and bounces."""
+    now = utcnow()
+    if ref.conversation_id is None:
+        conversation_id = await repo.create_conversation(
+            connection,
+            item.inbox,
+            parsed.subject,
+            contact_id,
+            now,
+            subject_key=subject_key(parsed.subject),
+        )
+        return conversation_id, False
+    reopen = reopens(ref.status, verdict.auto_submitted)
+    if reopen or ref.status is ConversationStatus.OPEN:
+        await threads_store.join_conversation(connection, ref.conversation_id, now, reopen=reopen)
+    return ref.conversation_id, reopen
+
+
+async def _record_bounce(connection: AsyncConnection, inbox: str, bounce: Bounce) -> None:
+    """Mark our bounced message failed (or delayed) for each reported recipient."""
+    if bounce.original_message_id is None:
+        return
+    for failed in bounce.recipients:
+        await threads_store.record_bounce(
+            connection,
+            inbox,
+            bounce.original_message_id,
+            failed.recipient,
+            failed.diagnostic or failed.status,
+            status=failed.action,
+        )
 
 
 class InboundWorker:
     """Claims batches from the inbound queue and processes them until stopped."""
 
-    def __init__(self, store: Store, settings: WorkerConfig, *, id_domain: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: WorkerConfig,
+        *,
+        id_domain: str,
+        config: Config | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.id_domain = id_domain
+        self.directory = Directory() if config is None else Directory.from_config(config)
         self.name = worker_name()
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
+
+    def reconfigure(self, config: Config) -> None:
+        """Take up a reloaded configuration (users and inbox addresses)."""
+        self.directory = Directory.from_config(config)
 
     def wake(self) -> None:
         """New mail is queued: look now rather than at the next poll."""
@@ -180,9 +392,8 @@ class InboundWorker:
     async def process(self, item: ClaimedItem) -> Outcome | None:
         """Process one row; a failure is recorded, retried later, and held after the last try."""
         try:
-            parsed = await asyncio.to_thread(parse, item.data, id_domain=self.id_domain)
-            async with self.store.engine.begin() as connection:
-                outcome = await store_message(connection, item, parsed)
+            analysis = await asyncio.to_thread(analyse, item, self.id_domain)
+            outcome = await self._store(item, analysis)
         except Exception as error:
             await self.record_failure(item, error)
             return None
@@ -192,8 +403,23 @@ class InboundWorker:
             inbox=item.inbox,
             conversation_id=outcome.conversation_id,
             thread_reason=outcome.thread_reason,
+            auto_submitted=outcome.auto_submitted,
+            duplicate=outcome.duplicate,
+            reopened=outcome.reopened,
         )
         return outcome
+
+    async def _store(self, item: ClaimedItem, analysis: Analysis) -> Outcome:
+        """One transaction; run again once when a concurrent worker stored the same message
+        first (the second run then finds it and records a duplicate)."""
+        for attempt in range(2):
+            try:
+                async with self.store.engine.begin() as connection:
+                    return await store_message(connection, item, analysis, self.directory)
+            except ConcurrentDuplicate:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def record_failure(self, item: ClaimedItem, error: Exception) -> None:
         """Back to the queue with a delay, or held with the reason after the last attempt."""

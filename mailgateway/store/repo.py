@@ -397,16 +397,24 @@ async def same_message_id_other_content(
 
 
 async def create_conversation(
-    connection: AsyncConnection, inbox: str, subject: str, contact_id: int | None, when: datetime
+    connection: AsyncConnection,
+    inbox: str,
+    subject: str,
+    contact_id: int | None,
+    when: datetime,
+    *,
+    subject_key: str | None = None,
 ) -> int:
-    """A new open conversation with its own unguessable reply token."""
+    """A new open conversation with its own unguessable reply token (128 random bits, lower
+    case: intake lower-cases recipient addresses) and the key of its subject."""
     statement = _insert(connection, conversations).values(
         inbox=inbox,
         subject=subject,
+        subject_key=subject_key,
         status=ConversationStatus.OPEN,
         contact_id=contact_id,
         channel="fallback_email",
-        reply_token=secrets.token_urlsafe(18),
+        reply_token=secrets.token_hex(16),
         created_at=when,
         updated_at=when,
     )
