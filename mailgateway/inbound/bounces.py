@@ -119,8 +119,8 @@ def _parse_bounce(raw: bytes, parsed: Parsed, mail_from: str, text: str) -> Boun
         found, kind = _text_recipients(parsed, text[:SCAN_LIMIT])
     else:
         return None
-    if not found:
-        found = list(_header_recipients(parsed, text))
+    if not found and parsed.header("x-failed-recipients") is not None:
+        found, kind = list(_header_recipients(parsed, text)), "x-failed-recipients"
     original = _original_id(parts, text[:SCAN_LIMIT])
     if not found and original is None:
         return None

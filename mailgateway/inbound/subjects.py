@@ -50,7 +50,8 @@ AUTO_REPLY_PREFIXES: dict[str, str] = {
     "Polish": "odpowiedź automatyczna|automatyczna odpowiedź|poza biurem",
     "Czech and Hungarian": "automatická odpověď|mimo kancelář|automatikus válasz|házon kívül",
     "Russian, Turkish, Greek": (
-        "автоматический ответ|автоответ|otomatik yanıt|otomatik cevap|αυτόματη απάντηση"
+        "автоматический ответ|автоответ|otomatik yanıt|otomatik yanit|otomatik cevap"
+        "|αυτόματη απάντηση"
     ),
     "Chinese, Japanese, Korean": "自动回复|自動回覆|自動応答|自動返信|자동 회신|자동 응답",
 }

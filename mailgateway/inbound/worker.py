@@ -417,6 +417,7 @@ class InboundWorker:
                 async with self.store.engine.begin() as connection:
                     return await store_message(connection, item, analysis, self.directory)
             except ConcurrentDuplicate:
+                log.info("message.duplicate_race", queue_id=item.id, inbox=item.inbox)
                 if attempt:
                     raise
         raise AssertionError("unreachable")
