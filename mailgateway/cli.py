@@ -335,7 +335,20 @@ def conversations_show(conversation_id: int, config_dir: Path, as_json: bool) ->
     for message in detail["messages"]:
         sender = message["from"]
         click.echo(f"--- {message['date']} {sender['email']} ({message['thread_reason']})")
+        for note in message_notes(message):
+            click.echo(f"    {note}")
         click.echo((message["text"] or "")[:2000])
+
+
+def message_notes(message: dict[str, Any]) -> list[str]:
+    """Why a message is where it is, auto-reply flags and delivery failures, one line each."""
+    notes = [f"thread: {message['thread_detail']}"] if message.get("thread_detail") else []
+    if message.get("auto_submitted"):
+        notes.append(f"auto-submitted: {', '.join(message.get('auto_reasons') or [])}")
+    if message.get("delivery_status"):
+        error = (message.get("delivery_error") or "").replace("\n", "; ")
+        notes.append(f"delivery {message['delivery_status']}: {error}")
+    return notes
 
 
 def set_status(

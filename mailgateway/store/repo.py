@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Row, and_, func, or_, select, update
+from sqlalchemy import Insert, Row, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
@@ -377,23 +377,6 @@ async def message_for_queue_row(connection: AsyncConnection, queue_id: int) -> i
     """The message already stored for a queue row, if a previous attempt got that far."""
     found = await connection.scalar(select(messages.c.id).where(messages.c.queue_id == queue_id))
     return None if found is None else int(found)
-
-
-async def same_message_id_other_content(
-    connection: AsyncConnection, inbox: str, message_id: str, raw_id: int
-) -> bool:
-    """Whether the inbox already holds this Message-ID with different bytes (a reused or
-    replayed id, to be flagged, never merged or dropped)."""
-    found = await connection.scalar(
-        select(func.count())
-        .select_from(messages)
-        .where(
-            messages.c.inbox == inbox,
-            messages.c.message_id == message_id,
-            or_(messages.c.raw_id.is_(None), messages.c.raw_id != raw_id),
-        )
-    )
-    return bool(found)
 
 
 async def create_conversation(
