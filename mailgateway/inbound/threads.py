@@ -43,6 +43,7 @@ class ThreadRef:
     reason: ThreadReason
     detail: str = ""
     status: ConversationStatus | None = None
+    bounce: bool = False
 
 
 def reply_token(address: str) -> str | None:
@@ -107,9 +108,8 @@ def thread(
     the reply token, then the subject; otherwise a new one."""
     facts = lookups.bounced
     if facts is not None and bounced_to & facts.participants:
-        return ThreadRef(
-            facts.id, ThreadReason.REFERENCES, "bounce of a stored message", facts.status
-        )
+        detail = "bounce of a stored message"
+        return ThreadRef(facts.id, ThreadReason.REFERENCES, detail, facts.status, bounce=True)
     refused: list[str] = []
     for message_id, reason in referenced_ids(parsed):
         facts = lookups.references.get(message_id)

@@ -23,11 +23,10 @@ from mailgateway.domain import (
     QueueState,
     ThreadReason,
 )
-from mailgateway.inbound.bounces import Bounce, parse_bounce
-from mailgateway.inbound.duplicates import content_hash
-from mailgateway.inbound.htmltext import html_to_text
+from mailgateway.inbound.analysis import Analysis, analyse
+from mailgateway.inbound.bounces import Bounce
 from mailgateway.inbound.loops import AutoVerdict, classify
-from mailgateway.inbound.parse import clean_text, parse
+from mailgateway.inbound.parse import clean_text
 from mailgateway.inbound.subjects import subject_key
 from mailgateway.inbound.threads import (
     Lookups,
@@ -62,16 +61,6 @@ class Outcome:
     auto_submitted: bool = False
     duplicate: bool = False
     reopened: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Analysis:
-    """What the pure stages derive from the raw bytes alone (computed off the event loop)."""
-
-    parsed: Parsed
-    text: str | None
-    content_hash: str
-    bounce: Bounce | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,20 +147,6 @@ def message_values(
     }
 
 
-def analyse(item: ClaimedItem, id_domain: str) -> Analysis:
-    """Run the stages that need only the bytes: parse, text, content hash, bounce report."""
-    parsed = parse(item.data, id_domain=id_domain)
-    text = parsed.text
-    if text is None and parsed.html:
-        text = html_to_text(parsed.html)
-    return Analysis(
-        parsed=parsed,
-        text=text,
-        content_hash=content_hash(item.data, parsed),
-        bounce=parse_bounce(item.data, parsed, item.mail_from, text),
-    )
-
-
 async def gather_lookups(
     connection: AsyncConnection,
     item: ClaimedItem,
@@ -238,18 +213,12 @@ async def store_message(
     contact_id = (
         None if sender is None else await repo.upsert_contact(connection, sender.email, sender.name)
     )
-    lookups = await gather_lookups(connection, item, analysis, contact_id, directory)
-    verdict = classify(
-        parsed,
-        item.mail_from,
-        own_addresses=directory.own_addresses,
-        own_message=await threads_store.sent_by_us(connection, item.inbox, parsed.message_id),
-        bounce_format=None if analysis.bounce is None else analysis.bounce.format,
+    author = Sender(
+        None if sender is None else sender.email,
+        contact_id,
+        frozenset(address.email for address in (*parsed.to, *parsed.cc)),
     )
-    recipients = frozenset(address.email for address in (*parsed.to, *parsed.cc))
-    bounced_to = frozenset() if analysis.bounce is None else analysis.bounce.addresses
-    author = Sender(None if sender is None else sender.email, contact_id, recipients)
-    ref = thread(parsed, author, lookups, bounced_to)
+    ref, verdict = await _decide(connection, item, analysis, author, directory)
     conversation_id, reopened = await _place(connection, item, parsed, ref, verdict, contact_id)
     defects = list(parsed.defects)
     if await threads_store.message_id_reused(
@@ -267,7 +236,7 @@ async def store_message(
     message_id = await threads_store.insert_message_once(connection, values)
     if message_id is None:
         raise ConcurrentDuplicate(item.inbox)
-    if analysis.bounce is not None and ref.detail.startswith("bounce"):
+    if analysis.bounce is not None and ref.bounce:
         await _record_bounce(connection, item.inbox, analysis.bounce)
     await repo.finish(connection, item.id)
     return Outcome(
@@ -278,6 +247,27 @@ async def store_message(
         auto_submitted=verdict.auto_submitted,
         reopened=reopened,
     )
+
+
+async def _decide(
+    connection: AsyncConnection,
+    item: ClaimedItem,
+    analysis: Analysis,
+    author: Sender,
+    directory: Directory,
+) -> tuple[ThreadRef, AutoVerdict]:
+    """Run the threading and auto-reply stages on what the store knows."""
+    parsed, bounce = analysis.parsed, analysis.bounce
+    lookups = await gather_lookups(connection, item, analysis, author.contact_id, directory)
+    verdict = classify(
+        parsed,
+        item.mail_from,
+        own_addresses=directory.own_addresses,
+        own_message=await threads_store.sent_by_us(connection, item.inbox, parsed.message_id),
+        bounce_format=None if bounce is None else bounce.format,
+    )
+    bounced_to = frozenset() if bounce is None else bounce.addresses
+    return thread(parsed, author, lookups, bounced_to), verdict
 
 
 async def _place(
@@ -392,7 +382,9 @@ class InboundWorker:
     async def process(self, item: ClaimedItem) -> Outcome | None:
         """Process one row; a failure is recorded, retried later, and held after the last try."""
         try:
-            analysis = await asyncio.to_thread(analyse, item, self.id_domain)
+            analysis = await asyncio.to_thread(
+                analyse, item.data, item.mail_from, id_domain=self.id_domain
+            )
             outcome = await self._store(item, analysis)
         except Exception as error:
             await self.record_failure(item, error)
