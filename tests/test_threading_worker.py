@@ -374,3 +374,14 @@ async def test_missing_or_malformed_message_id_generated(
     [message] = await messages(store)
     assert message.message_id_generated
     assert message.message_id.endswith("@mx.test>")
+
+
+async def test_reload_updates_agents_and_addresses(store: Store, config_dir: Path) -> None:
+    """A reloaded configuration gives the worker the new users and inbox addresses."""
+    worker = InboundWorker(store, SETTINGS, id_domain="mx.test", config=loaded(config_dir))
+    assert worker.directory.agents == {"alice@acme.example", "bob@acme.example"}
+    assert worker.directory.inbox_addresses["support"] == SUPPORT
+    users = config_dir / "users.toml"
+    users.write_text(users.read_text().replace("bob@acme.example", "robert@acme.example"))
+    worker.reconfigure(loaded(config_dir))
+    assert worker.directory.agents == {"alice@acme.example", "robert@acme.example"}

@@ -19,6 +19,7 @@ from mailgateway.domain import (
     Attribution,
     ConversationFacts,
     ConversationStatus,
+    Direction,
     Parsed,
     QueueState,
     ThreadReason,
@@ -204,11 +205,15 @@ async def store_message(
         await repo.finish(connection, item.id)
         return Outcome(item.id, 0, existing, ThreadReason.NEW)
     parsed = analysis.parsed
-    stored = await threads_store.message_by_content(connection, item.inbox, analysis.content_hash)
+    copies = await threads_store.stored_copies(
+        connection, item.inbox, parsed.message_id, analysis.content_hash
+    )
+    stored = next((c for c in copies if c.content_hash == analysis.content_hash), None)
     if stored is not None:  # the same message arrived again (another path, another copy)
         await repo.finish(connection, item.id)
         reason = ThreadReason(stored.thread_reason)
         return Outcome(item.id, stored.conversation_id, stored.id, reason, duplicate=True)
+    same_id = [c for c in copies if c.message_id == parsed.message_id]
     sender = contact_address(parsed, item.mail_from)
     contact_id = (
         None if sender is None else await repo.upsert_contact(connection, sender.email, sender.name)
@@ -218,12 +223,11 @@ async def store_message(
         contact_id,
         frozenset(address.email for address in (*parsed.to, *parsed.cc)),
     )
-    ref, verdict = await _decide(connection, item, analysis, author, directory)
+    own_message = any(c.direction == Direction.OUTBOUND for c in same_id)
+    ref, verdict = await _decide(connection, item, analysis, author, directory, own_message)
     conversation_id, reopened = await _place(connection, item, parsed, ref, verdict, contact_id)
     defects = list(parsed.defects)
-    if await threads_store.message_id_reused(
-        connection, item.inbox, parsed.message_id, analysis.content_hash
-    ):
+    if same_id:  # stored before with other content: a reused or replayed id, kept and flagged
         defects.append("message-id:reused-with-other-content")
     values = message_values(item, parsed, conversation_id, ref, defects) | {
         "text": analysis.text,
@@ -255,6 +259,7 @@ async def _decide(
     analysis: Analysis,
     author: Sender,
     directory: Directory,
+    own_message: bool,
 ) -> tuple[ThreadRef, AutoVerdict]:
     """Run the threading and auto-reply stages on what the store knows."""
     parsed, bounce = analysis.parsed, analysis.bounce
@@ -263,7 +268,7 @@ async def _decide(
         parsed,
         item.mail_from,
         own_addresses=directory.own_addresses,
-        own_message=await threads_store.sent_by_us(connection, item.inbox, parsed.message_id),
+        own_message=own_message,
         bounce_format=None if bounce is None else bounce.format,
     )
     bounced_to = frozenset() if bounce is None else bounce.addresses

@@ -6,12 +6,12 @@ failed (or delayed) for a recipient, with the remote diagnostic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import ColumnElement, FromClause, Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgateway.domain import (
@@ -23,6 +23,7 @@ from mailgateway.domain import (
 from mailgateway.store.repo import _insert, _inserted_id, contacts, conversations, messages
 
 PARTICIPANT_ROWS = 1000
+COPY_ROWS = 50
 DELIVERY_ERROR_LIMIT = 4000
 
 
@@ -30,37 +31,40 @@ async def conversations_by_message_ids(
     connection: AsyncConnection, inbox: str, message_ids: Sequence[str]
 ) -> dict[str, ConversationFacts]:
     """The conversations of the inbox holding these (normalised) Message-IDs, inbound or
-    ours; when an id is stored twice, the conversation that stored it first."""
+    ours, with their participants; when an id is stored twice, the conversation that stored
+    it first."""
     if not message_ids:
         return {}
+    source = conversations.join(messages, messages.c.conversation_id == conversations.c.id)
     result = await connection.execute(
-        select(messages.c.message_id, messages.c.conversation_id)
+        _facts_select(source, messages.c.message_id)
         .where(messages.c.inbox == inbox, messages.c.message_id.in_(list(message_ids)))
         .order_by(messages.c.id.desc())
     )
-    found = {message_id: int(conversation_id) for message_id, conversation_id in result.all()}
-    facts = await conversation_facts(connection, set(found.values()), participants=True)
-    return {message_id: facts[cid] for message_id, cid in found.items() if cid in facts}
+    rows = {row.message_id: row for row in result.all()}
+    people = await _participants(connection, {int(row.id) for row in rows.values()})
+    return {message_id: _facts(row, people) for message_id, row in rows.items()}
 
 
 async def conversation_by_token(
     connection: AsyncConnection, inbox: str, token: str
 ) -> ConversationFacts | None:
     """The inbox's conversation with this reply token, or None."""
-    found = await connection.scalar(
-        select(conversations.c.id).where(
+    result = await connection.execute(
+        _facts_select(conversations).where(
             conversations.c.reply_token == token.lower(), conversations.c.inbox == inbox
         )
     )
-    return await _one(connection, found, participants=False)
+    row = result.first()
+    return None if row is None else _facts(row)
 
 
 async def conversation_by_subject(
     connection: AsyncConnection, inbox: str, contact_id: int, subject_key: str
 ) -> ConversationFacts | None:
     """The inbox's most recently active open conversation with this contact and subject key."""
-    found = await connection.scalar(
-        select(conversations.c.id)
+    result = await connection.execute(
+        _facts_select(conversations)
         .where(
             conversations.c.inbox == inbox,
             conversations.c.contact_id == contact_id,
@@ -70,7 +74,8 @@ async def conversation_by_subject(
         .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
         .limit(1)
     )
-    return await _one(connection, found, participants=False)
+    row = result.first()
+    return None if row is None else _facts(row)
 
 
 async def conversation_of_message(
@@ -78,60 +83,49 @@ async def conversation_of_message(
 ) -> ConversationFacts | None:
     """The conversation of the inbox's first stored message with this Message-ID (inbound or
     ours), with its participants: where a bounce of that message belongs."""
-    found = await connection.scalar(
-        select(messages.c.conversation_id)
+    source = conversations.join(messages, messages.c.conversation_id == conversations.c.id)
+    result = await connection.execute(
+        _facts_select(source)
         .where(messages.c.inbox == inbox, messages.c.message_id == message_id)
         .order_by(messages.c.id)
         .limit(1)
     )
-    return await _one(connection, found, participants=True)
-
-
-async def conversation_facts(
-    connection: AsyncConnection, ids: Iterable[int], *, participants: bool
-) -> dict[int, ConversationFacts]:
-    """Status, contact and last activity of conversations (and, when asked, everyone who sent
-    or received their mail)."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    result = await connection.execute(
-        select(
-            conversations.c.id,
-            conversations.c.status,
-            conversations.c.contact_id,
-            conversations.c.updated_at,
-            contacts.c.email,
-        )
-        .outerjoin(contacts, contacts.c.id == conversations.c.contact_id)
-        .where(conversations.c.id.in_(wanted))
-    )
-    people = await _participants(connection, wanted) if participants else {}
-    return {
-        row.id: ConversationFacts(
-            id=int(row.id),
-            status=ConversationStatus(row.status),
-            contact_id=row.contact_id,
-            contact_email=row.email,
-            last_activity=row.updated_at,
-            participants=frozenset(people.get(row.id, set()) | ({row.email} - {None})),
-        )
-        for row in result.all()
-    }
-
-
-async def _one(
-    connection: AsyncConnection, conversation_id: Any, *, participants: bool
-) -> ConversationFacts | None:
-    """The facts of one conversation id (None stays None)."""
-    if conversation_id is None:
+    row = result.first()
+    if row is None:
         return None
-    facts = await conversation_facts(connection, [int(conversation_id)], participants=participants)
-    return facts.get(int(conversation_id))
+    return _facts(row, await _participants(connection, {int(row.id)}))
 
 
-async def _participants(connection: AsyncConnection, ids: Sequence[int]) -> dict[int, set[str]]:
+def _facts_select(source: FromClause, *extra: ColumnElement[Any]) -> Select[Any]:
+    """Status, contact and last activity of the conversations in `source`."""
+    joined = source.outerjoin(contacts, contacts.c.id == conversations.c.contact_id)
+    columns = (
+        conversations.c.id,
+        conversations.c.status,
+        conversations.c.contact_id,
+        conversations.c.updated_at,
+        contacts.c.email.label("contact_email"),
+    )
+    return select(*columns, *extra).select_from(joined)
+
+
+def _facts(row: Any, people: Mapping[int, set[str]] | None = None) -> ConversationFacts:
+    """A conversation's facts from a `_facts_select` row (and its participants, if read)."""
+    found = (people or {}).get(int(row.id), set())
+    return ConversationFacts(
+        id=int(row.id),
+        status=ConversationStatus(row.status),
+        contact_id=row.contact_id,
+        contact_email=row.contact_email,
+        last_activity=row.updated_at,
+        participants=frozenset(found | ({row.contact_email} - {None})),
+    )
+
+
+async def _participants(connection: AsyncConnection, ids: set[int]) -> dict[int, set[str]]:
     """Every sender and To/Cc recipient of the conversations' newest messages, by conversation."""
+    if not ids:
+        return {}
     result = await connection.execute(
         select(messages.c.conversation_id, messages.c.from_email, messages.c.to, messages.c.cc)
         .where(messages.c.conversation_id.in_(list(ids)))
@@ -154,58 +148,39 @@ def _emails(values: Iterable[Any]) -> Iterable[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message already stored: its id, its conversation and the rule that placed it."""
+class StoredCopy:
+    """A stored message that shares a new message's Message-ID or content hash."""
 
     id: int
     conversation_id: int
     thread_reason: str
+    direction: str
+    message_id: str
+    content_hash: str | None
 
 
-async def message_by_content(
-    connection: AsyncConnection, inbox: str, content_hash: str
-) -> StoredMessage | None:
-    """The inbox's stored message with this content hash, if any."""
-    result = await connection.execute(
-        select(messages.c.id, messages.c.conversation_id, messages.c.thread_reason).where(
-            messages.c.inbox == inbox, messages.c.content_hash == content_hash
-        )
-    )
-    row = result.first()
-    return None if row is None else StoredMessage(int(row[0]), int(row[1]), str(row[2]))
-
-
-async def message_id_reused(
+async def stored_copies(
     connection: AsyncConnection, inbox: str, message_id: str, content_hash: str
-) -> bool:
-    """Whether the inbox already holds this Message-ID with other content (a reused or
-    replayed id: flagged, never merged or dropped)."""
-    return bool(
-        await connection.scalar(
-            select(
-                exists().where(
-                    messages.c.inbox == inbox,
-                    messages.c.message_id == message_id,
-                    or_(messages.c.content_hash.is_(None), messages.c.content_hash != content_hash),
-                )
-            )
+) -> list[StoredCopy]:
+    """The inbox's messages with this Message-ID or this content hash, those with the content
+    hash first (at most COPY_ROWS): duplicates, reused ids and our own mail coming back."""
+    result = await connection.execute(
+        select(
+            messages.c.id,
+            messages.c.conversation_id,
+            messages.c.thread_reason,
+            messages.c.direction,
+            messages.c.message_id,
+            messages.c.content_hash,
         )
-    )
-
-
-async def sent_by_us(connection: AsyncConnection, inbox: str, message_id: str) -> bool:
-    """Whether this Message-ID is one of the inbox's outbound messages (our mail came back)."""
-    return bool(
-        await connection.scalar(
-            select(
-                exists().where(
-                    messages.c.inbox == inbox,
-                    messages.c.message_id == message_id,
-                    messages.c.direction == Direction.OUTBOUND,
-                )
-            )
+        .where(
+            messages.c.inbox == inbox,
+            or_(messages.c.message_id == message_id, messages.c.content_hash == content_hash),
         )
+        .order_by((messages.c.content_hash == content_hash).desc(), messages.c.id)
+        .limit(COPY_ROWS)
     )
+    return [StoredCopy(*row) for row in result.all()]
 
 
 async def join_conversation(
