@@ -93,7 +93,7 @@ class Gateway:
         if self.outbound is not None:
             self.outbound.reconfigure(config)
 
-        self.worker.config = config
+        self.worker.reconfigure(config)
         if self.notifier is not None:
             self.notifier.settings = config.gateway.notifications
         log.info("config.reloaded", inboxes=len(config.inboxes))

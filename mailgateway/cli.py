@@ -347,10 +347,23 @@ def conversations_show(conversation_id: int, config_dir: Path, as_json: bool) ->
     for message in detail["messages"]:
         sender = message["from"]
         click.echo(f"--- {message['date']} {sender['email']} ({message['thread_reason']})")
+        for note in message_notes(message):
+            click.echo(f"    {note}")
         if message["delivery"] is not None:
             delivery = message["delivery"]
             click.echo(f"    delivery: {delivery['state']} {delivery['reason'] or ''}".rstrip())
         click.echo((message["text"] or "")[:2000])
+
+
+def message_notes(message: dict[str, Any]) -> list[str]:
+    """Why a message is where it is, auto-reply flags and delivery failures, one line each."""
+    notes = [f"thread: {message['thread_detail']}"] if message.get("thread_detail") else []
+    if message.get("auto_submitted"):
+        notes.append(f"auto-submitted: {', '.join(message.get('auto_reasons') or [])}")
+    if message.get("delivery_status"):
+        error = (message.get("delivery_error") or "").replace("\n", "; ")
+        notes.append(f"delivery {message['delivery_status']}: {error}")
+    return notes
 
 
 def set_status(

@@ -138,3 +138,23 @@ class OutboxState(enum.StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """What a delivery status notification reported about one of our outbound messages."""
+
+    FAILED = "failed"
+    DELAYED = "delayed"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFacts:
+    """What the threading rules need to know about a stored conversation: its status, its
+    contact, when it last saw activity and every address that sent or received its mail."""
+
+    id: int
+    status: ConversationStatus
+    contact_id: int | None
+    contact_email: str | None
+    last_activity: datetime
+    participants: frozenset[str] = frozenset()

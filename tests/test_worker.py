@@ -111,7 +111,7 @@ async def test_same_message_id_other_content_flagged(store: Store) -> None:
 class FailingWorker(InboundWorker):
     """A worker whose parse stage fails, as a bug would."""
 
-    def parse_all(self, batch: list[Any]) -> list[Any]:
+    def analyse_all(self, batch: list[Any]) -> list[Any]:
         raise RuntimeError("parser bug")
 
 

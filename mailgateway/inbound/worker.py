@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,13 +16,35 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailgateway.assignment import NewConversation, route_new_conversation
 from mailgateway.auth import DkimVerifier, determine_origin
 from mailgateway.config import Config, WorkerConfig
-from mailgateway.domain import Address, Attribution, Parsed, QueueState, ThreadReason
+from mailgateway.domain import (
+    Address,
+    Attribution,
+    ConversationFacts,
+    ConversationStatus,
+    Direction,
+    Parsed,
+    QueueState,
+    ThreadReason,
+)
+from mailgateway.inbound.analysis import Analysis, analyse
+from mailgateway.inbound.bounces import Bounce
 from mailgateway.inbound.channel import IncomingChannel, incoming_channel
+from mailgateway.inbound.loops import AutoVerdict, classify
 from mailgateway.inbound.origin import Origin, header_origin
-from mailgateway.inbound.parse import clean_text, parse
-from mailgateway.inbound.threads import ThreadRef, thread_by_references
+from mailgateway.inbound.parse import clean_text
+from mailgateway.inbound.subjects import subject_key
+from mailgateway.inbound.threads import (
+    Lookups,
+    Sender,
+    ThreadRef,
+    header_tokens,
+    reopens,
+    reply_token,
+    thread,
+)
 from mailgateway.logs import get_logger
 from mailgateway.store import repo, routing
+from mailgateway.store import threads as threads_store
 from mailgateway.store.repo import ClaimedItem, Store
 from mailgateway.store.schema import utcnow
 
@@ -34,13 +58,49 @@ TRANSACTION_SIZE = 4
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What processing one queue row produced."""
+    """What processing one queue row produced. Assignment and notifications skip outcomes
+    that are `auto_submitted` (auto-replies, bounces, bulk and looping mail) or `duplicate`
+    (the message was stored before: nothing new was stored)."""
 
     queue_id: int
     conversation_id: int
     message_id: int
     thread_reason: ThreadReason
     assignee: str | None = None
+    auto_submitted: bool = False
+    duplicate: bool = False
+    reopened: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """What the worker needs from the configuration: the agents' addresses and each inbox's
+    forwarding address."""
+
+    agents: frozenset[str] = frozenset()
+    inbox_addresses: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Directory:
+        """Agents are the users of users.toml; addresses come from the inboxes' files."""
+        return cls(
+            agents=frozenset(user.email.lower() for user in config.users.values()),
+            inbox_addresses=MappingProxyType(
+                {
+                    slug: inbox.fallback_email.forwarding_address.lower()
+                    for slug, inbox in config.inboxes.items()
+                }
+            ),
+        )
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Every forwarding address of ours."""
+        return frozenset(self.inbox_addresses.values())
+
+
+class ConcurrentDuplicate(Exception):
+    """Another worker stored the same message (same inbox and content hash) first."""
 
 
 def worker_name() -> str:
@@ -100,45 +160,103 @@ def message_values(
     }
 
 
+async def gather_lookups(
+    connection: AsyncConnection,
+    item: ClaimedItem,
+    analysis: Analysis,
+    contact_id: int | None,
+    directory: Directory,
+) -> Lookups:
+    """Everything the threading rules consult, looked up within the message's inbox."""
+    parsed, bounce = analysis.parsed, analysis.bounce
+    ids = [*parsed.in_reply_to, *parsed.references]
+    tokens = [reply_token(item.rcpt_to)]
+    inbox_address = directory.inbox_addresses.get(item.inbox)
+    if inbox_address:
+        tokens.extend(header_tokens(parsed, inbox_address))
+    key = subject_key(parsed.subject)
+    return Lookups(
+        now=utcnow(),
+        references=await threads_store.conversations_by_message_ids(connection, item.inbox, ids),
+        token=await _first_token(connection, item.inbox, tokens),
+        subject=None
+        if key is None or contact_id is None
+        else await threads_store.conversation_by_subject(connection, item.inbox, contact_id, key),
+        bounced=None
+        if bounce is None or bounce.original_message_id is None
+        else await threads_store.conversation_of_message(
+            connection, item.inbox, bounce.original_message_id
+        ),
+        agents=directory.agents,
+        own_addresses=directory.own_addresses,
+    )
+
+
+async def _first_token(
+    connection: AsyncConnection, inbox: str, tokens: list[str | None]
+) -> ConversationFacts | None:
+    """The conversation of the first reply token that names one in the inbox."""
+    for token in dict.fromkeys(t for t in tokens if t):
+        found = await threads_store.conversation_by_token(connection, inbox, token)
+        if found is not None:
+            return found
+    return None
+
+
 async def store_message(
     connection: AsyncConnection,
     item: ClaimedItem,
-    parsed: Parsed,
+    analysis: Analysis,
+    directory: Directory | None = None,
     config: Config | None = None,
     origin: Origin | None = None,
 ) -> Outcome:
-    """Persist one parsed message: contact, conversation (joined or new), message, the contact's
-    activity, and (with a configuration) a new conversation's assignment, ticket and
-    notification; then mark the queue row done. The contact and the message's sender come from
-    the origin step (default: the From header)."""
+    """Persist one analysed message: contact (from the origin step; default the From header),
+    conversation (joined, reopened or new), message, the contact's activity, bounce bookkeeping,
+    and (with a configuration) a new conversation's assignment, ticket and notification; then
+    mark the queue row done. A message stored before is not stored again."""
+    directory = directory or Directory()
     existing = await repo.message_for_queue_row(connection, item.id)
     if existing is not None:  # an earlier attempt committed; only the bookkeeping was lost
         await repo.finish(connection, item.id)
         return Outcome(item.id, 0, existing, ThreadReason.NEW)
+    parsed = analysis.parsed
+    copies = await threads_store.stored_copies(
+        connection, item.inbox, parsed.message_id, analysis.content_hash
+    )
+    stored = next((c for c in copies if c.content_hash == analysis.content_hash), None)
+    if stored is not None:  # the same message arrived again (another path, another copy)
+        await repo.finish(connection, item.id)
+        reason = ThreadReason(stored.thread_reason)
+        return Outcome(item.id, stored.conversation_id, stored.id, reason, duplicate=True)
+    same_id = [c for c in copies if c.message_id == parsed.message_id]
     origin = origin or header_origin(parsed, item.mail_from)
     sender = origin.contact
     contact_id = (
         None if sender is None else await repo.upsert_contact(connection, sender.email, sender.name)
     )
-    known = await repo.conversation_by_message_ids(
-        connection, item.inbox, [*parsed.in_reply_to, *parsed.references]
+    author = Sender(
+        None if sender is None else sender.email,
+        contact_id,
+        frozenset(address.email for address in (*parsed.to, *parsed.cc)),
     )
-    thread = thread_by_references(parsed, known)
-    now = utcnow()
-    if thread.conversation_id is None:
-        conversation_id = await repo.create_conversation(
-            connection, item.inbox, parsed.subject, contact_id, now
-        )
-    else:
-        conversation_id = thread.conversation_id
-        await repo.touch_conversation(connection, conversation_id, now)
+    own_message = any(c.direction == Direction.OUTBOUND for c in same_id)
+    ref, verdict = await _decide(connection, item, analysis, author, directory, own_message)
+    conversation_id, reopened = await _place(connection, item, parsed, ref, verdict, contact_id)
     defects = list(parsed.defects)
-    if await repo.same_message_id_other_content(
-        connection, item.inbox, parsed.message_id, item.raw_id
-    ):
+    if same_id:  # stored before with other content: a reused or replayed id, kept and flagged
         defects.append("message-id:reused-with-other-content")
-    values = message_values(item, parsed, conversation_id, thread, defects)
-    message_id = await repo.insert_message(connection, {**values, **origin_values(origin)})
+    values = message_values(item, parsed, conversation_id, ref, defects) | {
+        "text": analysis.text,
+        "auto_submitted": verdict.auto_submitted,
+        "auto_reasons": list(verdict.reasons),
+        "content_hash": analysis.content_hash,
+        "thread_detail": ref.detail or None,
+        "bounce": None if analysis.bounce is None else analysis.bounce.as_record(),
+    }
+    message_id = await threads_store.insert_message_once(connection, values | origin_values(origin))
+    if message_id is None:
+        raise ConcurrentDuplicate(item.inbox)
     if contact_id is not None:
         await routing.log_activity(
             connection,
@@ -148,19 +266,93 @@ async def store_message(
             inbox=item.inbox,
         )
     assignee = None
-    if config is not None and thread.conversation_id is None:  # replies keep their assignee
+    if config is not None and ref.conversation_id is None:  # replies keep their assignee
         new = NewConversation(
             conversation_id,
             item.inbox,
             parsed.subject,
             contact_id,
             sender,
-            auto_submitted=bool(values["auto_submitted"]),
+            auto_submitted=verdict.auto_submitted,
         )
         assignment = await route_new_conversation(connection, config, new)
         assignee = None if assignment is None else assignment.assignee
+    if analysis.bounce is not None and ref.bounce:
+        await _record_bounce(connection, item.inbox, analysis.bounce)
     await repo.finish(connection, item.id)
-    return Outcome(item.id, conversation_id, message_id, thread.reason, assignee)
+    return Outcome(
+        item.id,
+        conversation_id,
+        message_id,
+        ref.reason,
+        assignee=assignee,
+        auto_submitted=verdict.auto_submitted,
+        reopened=reopened,
+    )
+
+
+async def _decide(
+    connection: AsyncConnection,
+    item: ClaimedItem,
+    analysis: Analysis,
+    author: Sender,
+    directory: Directory,
+    own_message: bool,
+) -> tuple[ThreadRef, AutoVerdict]:
+    """Run the threading and auto-reply stages on what the store knows."""
+    parsed, bounce = analysis.parsed, analysis.bounce
+    lookups = await gather_lookups(connection, item, analysis, author.contact_id, directory)
+    verdict = classify(
+        parsed,
+        item.mail_from,
+        own_addresses=directory.own_addresses,
+        own_message=own_message,
+        bounce_format=None if bounce is None else bounce.format,
+    )
+    bounced_to = frozenset() if bounce is None else bounce.addresses
+    return thread(parsed, author, lookups, bounced_to), verdict
+
+
+async def _place(
+    connection: AsyncConnection,
+    item: ClaimedItem,
+    parsed: Parsed,
+    ref: ThreadRef,
+    verdict: AutoVerdict,
+    contact_id: int | None,
+) -> tuple[int, bool]:
+    """The conversation the message goes to (created when new) and whether it was reopened.
+    Closed conversations stay closed, and untouched, for auto-replies and bounces."""
+    now = utcnow()
+    if ref.conversation_id is None:
+        conversation_id = await repo.create_conversation(
+            connection,
+            item.inbox,
+            parsed.subject,
+            contact_id,
+            now,
+            subject_key=subject_key(parsed.subject),
+        )
+        return conversation_id, False
+    reopen = reopens(ref.status, verdict.auto_submitted)
+    if reopen or ref.status is ConversationStatus.OPEN:
+        await threads_store.join_conversation(connection, ref.conversation_id, now, reopen=reopen)
+    return ref.conversation_id, reopen
+
+
+async def _record_bounce(connection: AsyncConnection, inbox: str, bounce: Bounce) -> None:
+    """Mark our bounced message failed (or delayed) for each reported recipient."""
+    if bounce.original_message_id is None:
+        return
+    for failed in bounce.recipients:
+        await threads_store.record_bounce(
+            connection,
+            inbox,
+            bounce.original_message_id,
+            failed.recipient,
+            failed.diagnostic or failed.status,
+            status=failed.action,
+        )
 
 
 class InboundWorker:
@@ -180,9 +372,15 @@ class InboundWorker:
         self.id_domain = id_domain
         self.config = config  # users, inboxes and [trust] for the origin step; None: From header
         self.dkim = dkim or DkimVerifier()
+        self.directory = Directory() if config is None else Directory.from_config(config)
         self.name = worker_name()
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
+
+    def reconfigure(self, config: Config) -> None:
+        """Take up a reloaded configuration (users and inbox addresses)."""
+        self.config = config
+        self.directory = Directory.from_config(config)
 
     def wake(self) -> None:
         """New mail is queued: look now rather than at the next poll."""
@@ -230,34 +428,36 @@ class InboundWorker:
                     await self.process(item)
         return len(batch)
 
-    def parse_all(self, batch: list[ClaimedItem]) -> list[Parsed]:
-        """Parse a batch (in a worker thread: parsing is CPU work)."""
-        return [parse(item.data, id_domain=self.id_domain) for item in batch]
+    def analyse_all(self, batch: list[ClaimedItem]) -> list[Analysis]:
+        """Parse and classify a batch (in a worker thread: it is CPU work)."""
+        return [analyse(item.data, item.mail_from, id_domain=self.id_domain) for item in batch]
 
-    def origins_of(self, batch: list[ClaimedItem], parsed: list[Parsed]) -> list[Origin]:
+    def origins_of(self, batch: list[ClaimedItem], analyses: list[Analysis]) -> list[Origin]:
         """The origin of each message (in a worker thread: DKIM checks need DNS and CPU)."""
         return [
             determine_origin(
                 item.data,
-                one,
+                one.parsed,
                 config=self.config,
                 inbox=item.inbox,
                 envelope_sender=item.mail_from,
                 verifier=self.dkim,
             )
-            for item, one in zip(batch, parsed, strict=True)
+            for item, one in zip(batch, analyses, strict=True)
         ]
 
     async def process_together(self, batch: list[ClaimedItem]) -> bool:
         """Store a whole batch in one transaction; False (nothing stored) if any row fails, so
         that the rows are then processed one by one and only the bad one is retried."""
         try:
-            parsed = await asyncio.to_thread(self.parse_all, batch)
-            origins = await asyncio.to_thread(self.origins_of, batch, parsed)
+            analyses = await asyncio.to_thread(self.analyse_all, batch)
+            origins = await asyncio.to_thread(self.origins_of, batch, analyses)
             async with self.store.transaction() as connection:
                 outcomes = [
-                    await store_message(connection, item, one, self.config, origin)
-                    for item, one, origin in zip(batch, parsed, origins, strict=True)
+                    await store_message(
+                        connection, item, analysis, self.directory, self.config, origin
+                    )
+                    for item, analysis, origin in zip(batch, analyses, origins, strict=True)
                 ]
         except Exception as error:
             log.warning("worker.batch_failed", size=len(batch), error=type(error).__name__)
@@ -269,10 +469,9 @@ class InboundWorker:
     async def process(self, item: ClaimedItem) -> Outcome | None:
         """Process one row; a failure is recorded, retried later, and held after the last try."""
         try:
-            [parsed] = await asyncio.to_thread(self.parse_all, [item])
-            [origin] = await asyncio.to_thread(self.origins_of, [item], [parsed])
-            async with self.store.transaction() as connection:
-                outcome = await store_message(connection, item, parsed, self.config, origin)
+            [analysis] = await asyncio.to_thread(self.analyse_all, [item])
+            [origin] = await asyncio.to_thread(self.origins_of, [item], [analysis])
+            outcome = await self._store(item, analysis, origin)
         except Exception as error:
             await self.record_failure(item, error)
             return None
@@ -288,6 +487,9 @@ class InboundWorker:
             conversation_id=outcome.conversation_id,
             thread_reason=outcome.thread_reason,
             assignee=outcome.assignee,
+            auto_submitted=outcome.auto_submitted,
+            duplicate=outcome.duplicate,
+            reopened=outcome.reopened,
         )
 
     async def admit(self, item: ClaimedItem) -> bool:
@@ -309,6 +511,21 @@ class InboundWorker:
         reason = f"channel disabled: {channel.kind} {channel.address}"
         log.warning("message.channel_disabled", queue_id=item.id, inbox=item.inbox)
         await self.store.fail(item.id, reason, hold=True, retry_at=utcnow())
+
+    async def _store(self, item: ClaimedItem, analysis: Analysis, origin: Origin) -> Outcome:
+        """One transaction; run again once when a concurrent worker stored the same message
+        first (the second run then finds it and records a duplicate)."""
+        for attempt in range(2):
+            try:
+                async with self.store.transaction() as connection:
+                    return await store_message(
+                        connection, item, analysis, self.directory, self.config, origin
+                    )
+            except ConcurrentDuplicate:
+                log.info("message.duplicate_race", queue_id=item.id, inbox=item.inbox)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def record_failure(self, item: ClaimedItem, error: Exception) -> None:
         """Back to the queue with a delay, or held with the reason after the last attempt."""

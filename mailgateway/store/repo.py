@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Row, and_, func, or_, select, tuple_, update
+from sqlalchemy import Insert, Row, and_, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
@@ -486,34 +486,25 @@ async def message_for_queue_row(connection: AsyncConnection, queue_id: int) -> i
     return None if found is None else int(found)
 
 
-async def same_message_id_other_content(
-    connection: AsyncConnection, inbox: str, message_id: str, raw_id: int
-) -> bool:
-    """Whether the inbox already holds this Message-ID with different bytes (a reused or
-    replayed id, to be flagged, never merged or dropped)."""
-    found = await connection.scalar(
-        select(func.count())
-        .select_from(messages)
-        .where(
-            messages.c.inbox == inbox,
-            messages.c.message_id == message_id,
-            or_(messages.c.raw_id.is_(None), messages.c.raw_id != raw_id),
-        )
-    )
-    return bool(found)
-
-
 async def create_conversation(
-    connection: AsyncConnection, inbox: str, subject: str, contact_id: int | None, when: datetime
+    connection: AsyncConnection,
+    inbox: str,
+    subject: str,
+    contact_id: int | None,
+    when: datetime,
+    *,
+    subject_key: str | None = None,
 ) -> int:
-    """A new open conversation with its own unguessable reply token."""
+    """A new open conversation with its own unguessable reply token (128 random bits, lower
+    case: intake lower-cases recipient addresses) and the key of its subject."""
     statement = _insert(connection, conversations).values(
         inbox=inbox,
         subject=subject,
+        subject_key=subject_key,
         status=ConversationStatus.OPEN,
         contact_id=contact_id,
         channel="fallback_email",
-        reply_token=secrets.token_urlsafe(18),
+        reply_token=secrets.token_hex(16),
         created_at=when,
         updated_at=when,
     )

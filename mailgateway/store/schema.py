@@ -124,6 +124,8 @@ class Conversation(Base):
     reply_token: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # threading (0002): the subject without reply/forward prefixes, for the subject rule
+    subject_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class Message(Base):
@@ -161,6 +163,24 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     # Why the message is attributed as it is (origin step): rule, header, forward, authentication.
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # threading, loops, bounces, duplicates (0002)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    thread_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    auto_reasons: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    bounce: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    delivery_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    delivery_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# -- threading, loops, bounces, duplicates (0002) ---------------------------------------------
+
+Index(
+    "ix_conversations_subject",
+    Conversation.inbox,
+    Conversation.contact_id,
+    Conversation.subject_key,
+)
+Index("uq_messages_inbox_content_hash", Message.inbox, Message.content_hash, unique=True)
 
 
 class OutboundItem(Base):
