@@ -11,6 +11,7 @@ from typing import Any
 from mailgateway.config import Config
 from mailgateway.domain import Address, Attribution, Direction, OutboundKind, ThreadReason
 from mailgateway.errors import RefusedError
+from mailgateway.inbound.parse import normalize_message_id
 from mailgateway.outbound import identity, render
 from mailgateway.outbound.identity import SMARTHOST, Sender
 from mailgateway.store.outbound import OutboundStore, Outgoing, ReplyContext
@@ -56,7 +57,7 @@ def message_values(reply: render.Reply, inbox: str, when: datetime) -> dict[str,
         "inbox": inbox,
         "queue_id": None,
         "direction": Direction.OUTBOUND,
-        "message_id": reply.message_id,
+        "message_id": normalize_message_id(reply.message_id) or reply.message_id,
         "message_id_generated": False,
         "in_reply_to": [] if parent is None else [parent.message_id],
         "references": [] if parent is None else list(render.references_for(parent)),

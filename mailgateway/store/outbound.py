@@ -12,8 +12,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
 
-from mailgateway.domain import OutboundKind, OutboundState, QueueState
-from mailgateway.store import repo
+from mailgateway.domain import ActivityKind, OutboundKind, OutboundState, QueueState
+from mailgateway.store import repo, routing
 from mailgateway.store.schema import FromAddress, OutboundItem, utcnow
 
 outbound_queue: Table = OutboundItem.__table__  # type: ignore[assignment]
@@ -116,6 +116,24 @@ async def _queue(connection: AsyncConnection, outgoing: Outgoing, **links: Any) 
     return int((await connection.execute(statement.returning(outbound_queue.c.id))).scalar_one())
 
 
+async def _log_sent(
+    connection: AsyncConnection, conversation_id: int, message_row: int, inbox: str
+) -> None:
+    """Log a reply on the activity of the conversation's contact."""
+    contact_id = await connection.scalar(
+        select(repo.conversations.c.contact_id).where(repo.conversations.c.id == conversation_id)
+    )
+    if contact_id is not None:
+        await routing.log_activity(
+            connection,
+            contact_id=int(contact_id),
+            message_id=message_row,
+            conversation_id=conversation_id,
+            inbox=inbox,
+            kind=ActivityKind.EMAIL_SENT,
+        )
+
+
 class OutboundStore:
     """The outbound queue and the other tables of sending, on the gateway's database."""
 
@@ -140,6 +158,7 @@ class OutboundStore:
                 connection, {**message, "conversation_id": conversation_id, "raw_id": raw_id}
             )
             await repo.touch_conversation(connection, conversation_id, utcnow())
+            await _log_sent(connection, conversation_id, message_row, str(message["inbox"]))
             queue_id = await _queue(
                 connection,
                 outgoing,

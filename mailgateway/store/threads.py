@@ -19,8 +19,11 @@ from mailgateway.domain import (
     ConversationStatus,
     DeliveryStatus,
     Direction,
+    OutboundState,
 )
+from mailgateway.store.outbound import outbound_queue
 from mailgateway.store.repo import _insert, _inserted_id, contacts, conversations, messages
+from mailgateway.store.schema import utcnow
 
 PARTICIPANT_ROWS = 1000
 COPY_ROWS = 50
@@ -239,4 +242,16 @@ async def record_bounce(
             )
         )
         marked.append(int(row.id))
+    if marked and status == DeliveryStatus.FAILED:
+        await _fail_queued_copies(connection, marked, line)
     return marked
+
+
+async def _fail_queued_copies(connection: AsyncConnection, rows: list[int], reason: str) -> None:
+    """A bounced reply's outbound queue row is failed too (with the bounce's diagnostic), so
+    `queue list` and `conversations show` agree and nothing retries it."""
+    await connection.execute(
+        update(outbound_queue)
+        .where(outbound_queue.c.message_row_id.in_(rows))
+        .values(state=OutboundState.FAILED, reason=reason, updated_at=utcnow())
+    )
