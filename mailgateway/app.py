@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from mailgateway.config import Config, DatabaseConfig, load_config
 from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.inbound.worker import InboundWorker
+from mailgateway.intake.imap import ChannelPollers
 from mailgateway.intake.smtp import ConnectionLimiter, IntakeHandler, start_servers
 from mailgateway.logs import get_logger
 from mailgateway.store.db import create_engine, current_revision, head_revision
@@ -65,6 +66,7 @@ class Gateway:
     limiter: ConnectionLimiter
     servers: list[asyncio.Server] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    channels: ChannelPollers | None = None  # IMAP pollers, one per enabled channel
 
     @property
     def sockets(self) -> list[str]:
@@ -84,6 +86,8 @@ class Gateway:
             return False
         self.config = config
         self.handler.config = config
+        if self.channels is not None:
+            self.channels.apply(config)
         log.info("config.reloaded", inboxes=len(config.inboxes))
         return True
 
@@ -97,6 +101,8 @@ class Gateway:
                 while self.limiter.open:
                     await asyncio.sleep(0.05)
         await self.handler.drain()
+        if self.channels is not None:
+            await self.channels.stop()
         self.worker.stop()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.store.close()
@@ -117,6 +123,8 @@ async def start(config: Config) -> Gateway:
     gateway = Gateway(config, store, handler, worker, limiter)
     gateway.servers = await start_servers(handler, limiter, gateway_settings.smtp.endpoints)
     gateway.tasks.append(asyncio.create_task(worker.run()))
+    gateway.channels = ChannelPollers(store, on_commit=worker.wake)
+    gateway.channels.apply(config)
     log.info("gateway.started", listen=",".join(gateway.sockets), inboxes=len(config.inboxes))
     return gateway
 

@@ -90,3 +90,23 @@ class Parsed:
         """The first header of that name (case-insensitive), or None."""
         wanted = name.lower()
         return next((value for key, value in self.headers if key.lower() == wanted), None)
+
+
+class ImapOutcome(enum.StrEnum):
+    """What became of one message fetched from an IMAP channel."""
+
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    TOO_LARGE = "too_large"
+
+
+class ChannelState(enum.StrEnum):
+    """The health of an IMAP channel's poller, as `inboxes list` shows it."""
+
+    CONNECTING = "connecting"
+    OK = "ok"
+    RETRYING = "retrying"
+    AUTH_FAILED = "auth_failed"
+    STOPPED = "stopped"
+    DISABLED = "disabled"
+    UNKNOWN = "unknown"

@@ -104,8 +104,9 @@ async def store_message(connection: AsyncConnection, item: ClaimedItem, parsed: 
     thread = thread_by_references(parsed, known)
     now = utcnow()
     if thread.conversation_id is None:
+        channel = item.channel or "fallback_email"
         conversation_id = await repo.create_conversation(
-            connection, item.inbox, parsed.subject, contact_id, now
+            connection, item.inbox, parsed.subject, contact_id, now, channel
         )
     else:
         conversation_id = thread.conversation_id

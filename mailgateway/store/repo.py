@@ -47,6 +47,8 @@ class Envelope:
     peer: str = ""
     helo: str = ""
     source: str = "smtp"
+    channel: str | None = None  # the IMAP channel's address; None for the fallback email
+    archive: bool = False  # backfilled old mail: no notifications, no auto-assignment
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class ClaimedItem:
     mail_from: str
     attempts: int
     data: bytes
+    channel: str | None = None
+    archive: bool = False
 
 
 def digest_of(data: bytes) -> str:
@@ -96,13 +100,21 @@ class Store:
     ) -> list[int]:
         """Commit the raw bytes once and one queue row per inbox; a retried identical delivery
         returns the rows stored the first time instead of storing again."""
-        digest = digest_of(data)
         async with self.engine.begin() as connection:
-            raw_id = await self._raw_id(connection, digest, data)
-            return [
-                await self._queue_row(connection, raw_id, envelope, delivery)
-                for delivery in deliveries
-            ]
+            return await self.enqueue_in(connection, data, envelope, deliveries)
+
+    async def enqueue_in(
+        self,
+        connection: AsyncConnection,
+        data: bytes,
+        envelope: Envelope,
+        deliveries: Sequence[Delivery],
+    ) -> list[int]:
+        """`enqueue` inside a transaction the caller owns (to commit more with it)."""
+        raw_id = await self._raw_id(connection, digest_of(data), data)
+        return [
+            await self._queue_row(connection, raw_id, envelope, delivery) for delivery in deliveries
+        ]
 
     async def _raw_id(self, connection: AsyncConnection, digest: str, data: bytes) -> int:
         """The id of the stored copy of these bytes, storing them when new."""
@@ -129,6 +141,8 @@ class Store:
             rcpt_to=delivery.rcpt_to,
             peer=envelope.peer,
             helo=envelope.helo,
+            channel=envelope.channel,
+            archive=envelope.archive,
             state=QueueState.QUEUED,
             attempts=0,
             next_attempt_at=now,
@@ -195,6 +209,8 @@ class Store:
                     inbound_queue.c.mail_from,
                     inbound_queue.c.attempts,
                     raw_messages.c.data,
+                    inbound_queue.c.channel,
+                    inbound_queue.c.archive,
                 )
                 .join(raw_messages, raw_messages.c.id == inbound_queue.c.raw_id)
                 .where(inbound_queue.c.id.in_(due))
@@ -397,15 +413,21 @@ async def same_message_id_other_content(
 
 
 async def create_conversation(
-    connection: AsyncConnection, inbox: str, subject: str, contact_id: int | None, when: datetime
+    connection: AsyncConnection,
+    inbox: str,
+    subject: str,
+    contact_id: int | None,
+    when: datetime,
+    channel: str = "fallback_email",
 ) -> int:
-    """A new open conversation with its own unguessable reply token."""
+    """A new open conversation with its own unguessable reply token, on the channel it came in
+    on ("fallback_email" or a team address)."""
     statement = _insert(connection, conversations).values(
         inbox=inbox,
         subject=subject,
         status=ConversationStatus.OPEN,
         contact_id=contact_id,
-        channel="fallback_email",
+        channel=channel,
         reply_token=secrets.token_urlsafe(18),
         created_at=when,
         updated_at=when,
