@@ -84,7 +84,8 @@ class ChannelPoller:
         self.settings = spec.settings
         self.mailbox = Mailbox(channel_key(spec.channel), spec.channel.folder, spec.inbox)
         self.on_commit = on_commit
-        self.synced = asyncio.Event()  # set after each completed pass (tests wait on it)
+        self.connections = 0  # sessions opened so far
+        self.passes = 0  # completed passes over the folder
 
     # -- the outer loop --------------------------------------------------------------------------
 
@@ -154,11 +155,12 @@ class ChannelPoller:
     async def watch(self, session: ImapSession) -> None:
         """Fetch what is new, then wait for news (IDLE, renewed, or polling), forever."""
         idle = self.channel.idle and session.has_capability("IDLE")
+        self.connections += 1
         log.info("imap.connected", channel=self.mailbox.channel, idle=idle)
         while True:
             await self.sync(session)
             await self.health(ChannelState.OK, success=True)
-            self.synced.set()
+            self.passes += 1
             if idle:
                 await session.wait_for_news(self.settings.idle_renew)
             else:

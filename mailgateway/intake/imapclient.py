@@ -218,6 +218,8 @@ class ImapSession:
         """Log out politely if the connection still stands, then drop it."""
         if not self.lost.is_set() and self.client.get_state() in {"AUTH", "SELECTED"}:
             with contextlib.suppress(ImapError):
+                if self.client.has_pending_idle():
+                    self.client.idle_done()
                 await self.bounded(self.client.logout(), timeout=LOGOUT_TIMEOUT)
         transport = self.protocol.transport
         if transport is not None:

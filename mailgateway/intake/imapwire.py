@@ -86,12 +86,14 @@ def parse_internal_date(text: str) -> datetime | None:
 
 
 def parse_search(lines: Sequence[bytes | bytearray]) -> list[int]:
-    """The UIDs of a (UID) SEARCH response, ascending."""
+    """The UIDs of a (UID) SEARCH response, ascending. aioimaplib hands over the untagged
+    SEARCH lines without their keyword, then the text of the tagged completion (skipped)."""
     found: set[int] = set()
-    for line in lines:
-        text = bytes(line)
-        if text.upper().startswith(b"SEARCH"):
-            found.update(int(token) for token in text.split()[1:] if token.isdigit())
+    for line in lines[:-1]:
+        tokens = bytes(line).split()
+        if tokens and tokens[0].upper() == b"SEARCH":
+            tokens = tokens[1:]
+        found.update(int(token) for token in tokens if token.isdigit())
     return sorted(found)
 
 
