@@ -1,4 +1,4 @@
-"""A private Dovecot for tests: own config, users and maildirs under a temp folder, 127.0.0.1 only."""
+"""A private Dovecot for tests: own config, users and maildirs in a temp folder, on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -148,9 +148,10 @@ service anvil {{
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"dovecot exited: {self.logs()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=1
-            ) as sock:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock,
+            ):
                 if sock.recv(100).startswith(b"* OK"):
                     return
             time.sleep(0.05)
@@ -255,7 +256,9 @@ service anvil {{
             assert status == "OK", data
         found: dict[int, set[str]] = {}
         for line in data:
-            if isinstance(line, bytes) and (match := re.search(rb"UID (\d+) FLAGS \(([^)]*)\)", line)):
+            if isinstance(line, bytes) and (
+                match := re.search(rb"UID (\d+) FLAGS \(([^)]*)\)", line)
+            ):
                 found[int(match.group(1))] = set(match.group(2).decode().split())
         return found
 
@@ -318,4 +321,3 @@ def channel_block(
     for key, value in options.items():
         lines.append(f"{key} = {toml_value(value)}")
     return "\n".join(lines) + "\n"
-

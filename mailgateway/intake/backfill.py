@@ -16,11 +16,8 @@ from mailgateway.inbound.parse import clean_text
 from mailgateway.intake.imap import LITERAL_SLACK, batches, channel_key
 from mailgateway.intake.imapclient import ImapSession, open_session
 from mailgateway.intake.imapwire import MessageMeta, header_facts, search_date
-from mailgateway.logs import get_logger
 from mailgateway.store.channels import ChannelStore, Fetched, Mailbox
 from mailgateway.store.repo import Delivery, Envelope, Store
-
-log = get_logger(__name__)
 
 
 class Progress(Protocol):
@@ -100,7 +97,6 @@ async def import_imap(
         report.already = len(uids) - len(todo)
         (progress or NoProgress()).start(len(todo))
         await backfill.run(todo, report, progress or NoProgress())
-    log.info("import.imap_done", channel=mailbox_ref.channel, **report.as_dict())
     return report
 
 
@@ -211,7 +207,6 @@ async def import_mbox(
             report.queued += 1
         steps.advance()
     box.close()
-    log.info("import.mbox_done", inbox=slug, **report.as_dict())
     return report
 
 

@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
-
-from email import message_from_bytes
 
 from sqlalchemy import select
 
@@ -45,7 +44,9 @@ def write_channel_config(
     return directory
 
 
-def poller_for(config: Config, store: Store, on_commit: Callable[[], None] = lambda: None) -> ChannelPoller:
+def poller_for(
+    config: Config, store: Store, on_commit: Callable[[], None] = lambda: None
+) -> ChannelPoller:
     """The poller the daemon would run for the configuration's one channel."""
     [spec] = poller_specs(config).values()
     return ChannelPoller(store, spec, on_commit)
