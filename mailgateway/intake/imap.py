@@ -205,16 +205,14 @@ class ChannelPoller:
     ) -> tuple[list[int], int]:
         """UIDs up to the boundary still to look at (unseen, or received since the channel
         started), and the UID from which all mail is new."""
-        if checkpoint.last_uid >= checkpoint.boundary_uid:
-            return [], checkpoint.last_uid
-        span = f"{checkpoint.last_uid + 1}:{checkpoint.boundary_uid}"
+        low, boundary = checkpoint.last_uid, checkpoint.boundary_uid
+        if low >= boundary:
+            return [], low
+        span = f"{low + 1}:{boundary}"
         day_before = search_date(checkpoint.since.date() - timedelta(days=1))
         unseen = await session.uid_search("UID", span, "UNSEEN")
         recent = await session.uid_search("UID", span, "SINCE", day_before)
-        wanted = {uid for uid in (*unseen, *recent) if uid > checkpoint.last_uid}
-        return sorted(uid for uid in wanted if uid <= checkpoint.boundary_uid), (
-            checkpoint.boundary_uid
-        )
+        return sorted({uid for uid in (*unseen, *recent) if low < uid <= boundary}), boundary
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -302,8 +300,10 @@ class ChannelPoller:
 
 
 def _arrived_since(meta: MessageMeta, checkpoint: Checkpoint) -> bool:
-    """Whether the server received the message after the channel was first connected."""
-    return meta.internal_date is not None and meta.internal_date >= checkpoint.since
+    """Whether the server received the message after the channel was first connected (to the
+    second: INTERNALDATE has no finer grain)."""
+    since = checkpoint.since.replace(microsecond=0)
+    return meta.internal_date is not None and meta.internal_date >= since
 
 
 # -- every channel ----------------------------------------------------------------------------
