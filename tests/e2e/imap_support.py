@@ -133,6 +133,7 @@ class TcpProxy:
         self.port = 0
         self.server: asyncio.Server | None = None
         self.pipes: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, asyncio.Event]] = []
+        self.frozen: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, asyncio.Event]] = []
 
     async def __aenter__(self) -> TcpProxy:
         self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -141,6 +142,7 @@ class TcpProxy:
 
     async def __aexit__(self, *exc: object) -> None:
         self.cut()
+        self._abort(self.frozen)
         assert self.server is not None
         self.server.close()
         await self.server.wait_closed()
@@ -168,13 +170,21 @@ class TcpProxy:
 
     def cut(self) -> None:
         """Reset every open connection (no BYE, no FIN)."""
-        for client, upstream, _frozen in self.pipes:
-            for writer in (client, upstream):
-                writer.transport.abort()
-        self.pipes.clear()
+        self._abort(self.pipes)
 
     def freeze(self) -> None:
         """Let every open connection go silent; new connections relay normally."""
         for _client, _upstream, frozen in self.pipes:
             frozen.set()
-        self.pipes.clear()
+        self.frozen += self.pipes
+        self.pipes = []
+
+    @staticmethod
+    def _abort(
+        pipes: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, asyncio.Event]],
+    ) -> None:
+        """Reset both ends of these connections."""
+        for client, upstream, _frozen in pipes:
+            for writer in (client, upstream):
+                writer.transport.abort()
+        pipes.clear()

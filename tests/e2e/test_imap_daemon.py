@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from email import message_from_bytes
 from pathlib import Path
@@ -25,8 +26,9 @@ LATER = 10
 KILL_AT = (10, 60, 110)
 
 
-def snapshot(db_url: str) -> dict[str, object]:
-    """Counts and subjects of what the daemon has stored so far."""
+def snapshot(db_url: str, worker: str = "") -> dict[str, object]:
+    """Counts and subjects of what the daemon has stored so far; `busy` counts the rows the
+    named worker still has to process (queued, or claimed by it)."""
 
     async def read() -> dict[str, object]:
         store = Store(create_engine(db_url))
@@ -60,12 +62,24 @@ def snapshot(db_url: str) -> dict[str, object]:
                     select(func.count()).select_from(imap_messages).where(~imap_messages.c.acked)
                 )
                 channels = await connection.execute(select(inbound_queue.c.channel).distinct())
+                busy = await connection.scalar(
+                    select(func.count())
+                    .select_from(inbound_queue)
+                    .where(
+                        (inbound_queue.c.state == "queued")
+                        | (
+                            (inbound_queue.c.state == "active")
+                            & (inbound_queue.c.claimed_by == worker)
+                        )
+                    )
+                )
             return {
                 "subjects": subjects,
                 "states": states,
                 "conversations": conversations,
                 "pending": pending,
                 "channels": set(channels.scalars()),
+                "busy": busy,
             }
         finally:
             await store.close()
@@ -113,8 +127,9 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(
 
     daemon = Daemon(directory, tmp_path / "daemon-last.log")
     wait_stored(db_url, len(expected))
+    worker = f"{socket.gethostname()}:{daemon.process.pid}"
     deadline = time.monotonic() + 60
-    while "queued" in snapshot(db_url)["states"] and time.monotonic() < deadline:  # type: ignore[operator]
+    while snapshot(db_url, worker)["busy"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert daemon.stop() == 0
 

@@ -171,9 +171,17 @@ def test_interrupted_import_resumes_without_duplicates(
 def test_import_imap_refuses_unknown_and_disabled_channels(
     tmp_path: Path, db_url: str, dovecot: Dovecot, mail_account: Account
 ) -> None:
-    """An unknown or disabled channel is refused with exit 1 and one line on stderr."""
+    """An unknown or disabled channel is refused with exit 1 and one line on stderr (and
+    `inboxes list` shows the disabled channel's health as disabled)."""
     directory = write_channel_config(
         tmp_path / "c", db_url, dovecot, mail_account, status="disabled"
+    )
+    listed = json.loads(cli("inboxes", "list", "--json", "--config", directory).stdout)
+    [channel] = [c for inbox in listed for c in inbox["channels"] if c["type"] == "imap"]
+    assert (channel["status"], channel["health"], channel["last_error"]) == (
+        "disabled",
+        "disabled",
+        None,
     )
     for address, reason in (("nobody@acme.example", "no channel"), (ADDRESS, "disabled")):
         result = cli("import", "imap", address, "--config", directory)
