@@ -1,5 +1,4 @@
-"""IMAP channel pollers: fetch a team mailbox exactly once (UID checkpoints), IDLE or poll,
-reconnect with capped exponential backoff, and record each channel's health."""
+"""IMAP channel pollers: each team mailbox fetched exactly once, by IDLE or polling."""
 
 from __future__ import annotations
 
