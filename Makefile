@@ -32,6 +32,7 @@ lint: venv
 bench: venv
 	$(BIN)/python bench/bench_intake.py
 	$(BIN)/python bench/bench_forwards.py
+	$(BIN)/python bench/bench_imap.py
 
 clean:
 	rm -rf var build *.egg-info .pytest_cache .mypy_cache .ruff_cache

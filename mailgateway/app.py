@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from mailgateway.config import Config, DatabaseConfig, load_config
 from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.inbound.worker import InboundWorker
+from mailgateway.intake.imap import ChannelPollers
 from mailgateway.intake.smtp import ConnectionLimiter, IntakeHandler, start_servers
 from mailgateway.logs import get_logger
 from mailgateway.notifier import Notifier
@@ -71,6 +72,7 @@ class Gateway:
     outbound: OutboundWorker | None = None
 
     notifier: Notifier | None = None
+    channels: ChannelPollers | None = None  # IMAP pollers, one per enabled channel
 
     @property
     def sockets(self) -> list[str]:
@@ -96,6 +98,8 @@ class Gateway:
         self.worker.reconfigure(config)
         if self.notifier is not None:
             self.notifier.settings = config.gateway.notifications
+        if self.channels is not None:
+            self.channels.apply(config)
         log.info("config.reloaded", inboxes=len(config.inboxes))
         return True
 
@@ -109,6 +113,8 @@ class Gateway:
                 while self.limiter.open:
                     await asyncio.sleep(0.05)
         await self.handler.drain()
+        if self.channels is not None:
+            await self.channels.stop()
         self.worker.stop()
         if self.outbound is not None:
             self.outbound.stop()
@@ -147,6 +153,9 @@ async def start(config: Config) -> Gateway:
         poll_interval=gateway_settings.worker.poll_interval,
     )
     gateway.tasks.append(asyncio.create_task(gateway.notifier.run()))
+
+    gateway.channels = ChannelPollers(store, on_commit=worker.wake)
+    gateway.channels.apply(config)
     log.info("gateway.started", listen=",".join(gateway.sockets), inboxes=len(config.inboxes))
     return gateway
 

@@ -33,6 +33,7 @@ class NewConversation:
     contact_id: int | None
     contact: Address | None
     auto_submitted: bool
+    archive: bool = False  # backfilled old mail: never auto-assigned, never notified
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ async def _facts(
     connection: AsyncConnection, config: Config, inbox: InboxConfig, new: NewConversation
 ) -> RoutingFacts:
     """What route() decides on; the round robin's cursor is locked when automation may use it."""
-    automated = inbox.automation.auto_assign and not new.auto_submitted
+    automated = inbox.automation.auto_assign and not (new.auto_submitted or new.archive)
     if not automated:
         return RoutingFacts({}, (), None, None, new.auto_submitted)
     by_owner = inbox.automation.assign_to is AssignTo.CONTACT_OWNER
@@ -89,7 +90,7 @@ async def route_new_conversation(
             owner=ticket.owner,
             follows_assignee=ticket.follows_assignee,
         )
-    if config.gateway.notifications.webhook_url and not new.auto_submitted:
+    if config.gateway.notifications.webhook_url and not (new.auto_submitted or new.archive):
         payload = event_payload(
             config,
             conversation_id=new.id,

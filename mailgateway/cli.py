@@ -6,18 +6,26 @@ import asyncio
 import functools
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from mailgateway import app, assignment, logs, replies, verification, views
 from mailgateway.access import require_member
 from mailgateway.config import (
+    ChannelConfig,
     ChannelStatus,
     Config,
     OutboundConfig,
@@ -26,10 +34,19 @@ from mailgateway.config import (
     load_config,
     rename_inbox,
 )
-from mailgateway.domain import Availability, ConversationStatus, OutboundState, QueueState
-from mailgateway.errors import ConfigError, RefusedError
+from mailgateway.domain import (
+    Availability,
+    ChannelState,
+    ConversationStatus,
+    OutboundState,
+    QueueState,
+)
+from mailgateway.errors import ConfigError, MailgatewayError, RefusedError
+from mailgateway.intake import backfill
+from mailgateway.intake.imap import read_health
 from mailgateway.outbound import identity, sign
 from mailgateway.store import routing
+from mailgateway.store.channels import Health
 from mailgateway.store.db import upgrade
 from mailgateway.store.outbound import OutboundStore
 from mailgateway.store.repo import Store, upsert_contact
@@ -186,8 +203,22 @@ def inboxes() -> None:
     """Inboxes (one TOML file each)."""
 
 
-def inbox_view(config: Config, slug: str) -> dict[str, Any]:
-    """An inbox as `inboxes list --json` shows it."""
+def channel_health_view(channel: ChannelConfig, health: Mapping[str, Health]) -> dict[str, Any]:
+    """A team email channel's health: the poller's state, last error and last success."""
+    found = health.get(channel.address.lower())
+    state = ChannelState.DISABLED if channel.status is ChannelStatus.DISABLED else None
+    return {
+        "health": str(state or (found.state if found else ChannelState.UNKNOWN)),
+        "last_error": found.last_error if found else None,
+        "last_error_at": views.iso(found.last_error_at) if found else None,
+        "last_success_at": views.iso(found.last_success_at) if found else None,
+    }
+
+
+def inbox_view(
+    config: Config, slug: str, health: Mapping[str, Health] | None = None
+) -> dict[str, Any]:
+    """An inbox as `inboxes list --json` shows it (channel health as last recorded)."""
     inbox = config.inboxes[slug]
     return {
         "slug": inbox.slug,
@@ -207,7 +238,7 @@ def inbox_view(config: Config, slug: str) -> dict[str, Any]:
                     "type": str(channel.type),
                     "address": channel.address,
                     "status": str(channel.status),
-                    "health": "unknown",
+                    **channel_health_view(channel, health or {}),
                 }
                 for channel in inbox.channels
             ),
@@ -222,7 +253,8 @@ def inbox_view(config: Config, slug: str) -> dict[str, Any]:
 def inboxes_list(config_dir: Path, as_json: bool) -> None:
     """The inboxes with their forwarding addresses and channels."""
     config = load_config(config_dir)
-    rows = [inbox_view(config, slug) for slug in config.inboxes]
+    health = asyncio.run(read_health(config))
+    rows = [inbox_view(config, slug, health) for slug in config.inboxes]
     if as_json:
         print_json(rows)
         return
@@ -235,7 +267,10 @@ def inboxes_list(config_dir: Path, as_json: bool) -> None:
                 r["name"],
                 "yes" if r["default"] else "",
                 r["forwarding_address"],
-                ", ".join(f"{c['type']} {c['address']} ({c['status']})" for c in r["channels"]),
+                ", ".join(
+                    f"{c['type']} {c['address']} ({c['status']}, {c['health']})"
+                    for c in r["channels"]
+                ),
             ]
             for r in rows
         ],
@@ -847,6 +882,104 @@ def users_list(config_dir: Path, as_json: bool) -> None:
             for u in found
         ],
     )
+
+
+# -- backfill -----------------------------------------------------------------------------------
+
+
+@main.group("import")
+def import_group() -> None:
+    """Backfill old mail (archive mode: no notifications, no auto-assignment)."""
+
+
+class ProgressBar:
+    """A rich progress bar on stderr for a backfill."""
+
+    def __init__(self, label: str) -> None:
+        self.bar = Progress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.bar.add_task(label, total=None)
+
+    def start(self, total: int) -> None:
+        """Show the bar, sized to the total."""
+        self.bar.update(self.task, total=total)
+        self.bar.start()
+
+    def advance(self) -> None:
+        """One more message."""
+        self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        """Remove the bar."""
+        self.bar.stop()
+
+
+def run_import(
+    config_dir: Path,
+    label: str,
+    action: Callable[[Config, Store, ProgressBar], Awaitable[backfill.ImportReport]],
+    as_json: bool,
+) -> None:
+    """Run a backfill with a progress bar and print what it did."""
+    bar = ProgressBar(label)
+    try:
+        report = with_store(config_dir, lambda config, store: action(config, store, bar))
+    except (ConfigError, RefusedError):
+        raise
+    except MailgatewayError as error:
+        fail(f"{type(error).__name__}: {error}")
+    finally:
+        bar.stop()
+    if as_json:
+        print_json(report.as_dict())
+        return
+    click.echo(
+        f"imported {report.queued} of {report.found} messages "
+        f"({report.duplicates} stored already under the same Message-ID or content, "
+        f"{report.already} imported before, {report.too_large} over the size limit)"
+    )
+
+
+@import_group.command("imap")
+@click.argument("channel")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only mail since DATE.")
+@click.option("--folder", help="Another folder than the channel's (e.g. an archive).")
+@config_option
+@json_option
+@guarded
+def import_imap(
+    channel: str, since: Any, folder: str | None, config_dir: Path, as_json: bool
+) -> None:
+    """Backfill a team mailbox's existing mail, resumable."""
+
+    async def action(config: Config, store: Store, bar: ProgressBar) -> backfill.ImportReport:
+        day = since.date() if since is not None else None
+        return await backfill.import_imap(
+            config, store, channel, folder=folder, since=day, progress=bar
+        )
+
+    run_import(config_dir, f"import {channel}", action, as_json)
+
+
+@import_group.command("mbox")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--inbox", "slug", required=True, help="The inbox (slug) the mail goes to.")
+@config_option
+@json_option
+@guarded
+def import_mbox(file: Path, slug: str, config_dir: Path, as_json: bool) -> None:
+    """Backfill an mbox file into an inbox, resumable."""
+
+    async def action(config: Config, store: Store, bar: ProgressBar) -> backfill.ImportReport:
+        return await backfill.import_mbox(config, store, file, slug, progress=bar)
+
+    run_import(config_dir, f"import {file.name}", action, as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

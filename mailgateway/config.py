@@ -504,6 +504,15 @@ class TrustConfig(_Model):
     verify_dkim: Flag = True
 
 
+class ImapConfig(_Model):
+    """[imap]: timing of the IMAP channel pollers (shared by every channel)."""
+
+    timeout: Seconds = 60.0
+    idle_renew: Annotated[float, Strict(), Field(gt=0, le=1740)] = 1500.0
+    reconnect_min: Seconds = 1.0
+    reconnect_max: Seconds = 300.0
+
+
 class GatewayConfig(_Model):
     """mailgateway.toml."""
 
@@ -515,6 +524,7 @@ class GatewayConfig(_Model):
     http: HttpConfig = Field(default_factory=HttpConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     trust: TrustConfig = Field(default_factory=TrustConfig)
+    imap: ImapConfig = Field(default_factory=ImapConfig)
 
 
 # --- users.toml -------------------------------------------------------------------------
@@ -630,6 +640,7 @@ class MailServerConfig(_Model):
     tls: TlsMode
     user: Text
     password_file: Path
+    ca_file: str = ""
 
     @field_validator("tls")
     @classmethod
@@ -646,9 +657,31 @@ class MailServerConfig(_Model):
         """The password file exists and can be read (its content is not read here)."""
         return _existing_file(value, info)
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_readable(cls, value: str, info: ValidationInfo) -> str:
+        """A CA bundle to trust instead of the system's (a private server), when set."""
+        return str(_existing_file(value, info)) if value else value
+
     def read_password(self) -> str:
         """The password, read from its file now (never store or log it)."""
         return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+
+
+def _check_folder(value: str) -> str:
+    """An IMAP folder name: printable ASCII (quoted on the wire), not empty."""
+    if not value.strip() or not all(" " <= char <= "~" for char in value):
+        raise ValueError(f"{value!r} is not a folder name (printable ASCII, not empty)")
+    return value
+
+
+def _check_optional_folder(value: str) -> str:
+    """Empty, or an IMAP folder name."""
+    return _check_folder(value) if value else value
+
+
+Folder = Annotated[str, AfterValidator(_check_folder)]
+OptionalFolder = Annotated[str, AfterValidator(_check_optional_folder)]
 
 
 class ChannelConfig(_Model):
@@ -659,6 +692,18 @@ class ChannelConfig(_Model):
     status: ChannelStatus = ChannelStatus.ENABLED
     imap: MailServerConfig
     smtp: MailServerConfig
+    folder: Folder = "INBOX"
+    move_to: OptionalFolder = ""
+    idle: Flag = True
+    poll_interval: Seconds = 60.0
+
+    @field_validator("move_to")
+    @classmethod
+    def _move_elsewhere(cls, value: str, info: ValidationInfo) -> str:
+        """Fetched mail is moved to another folder than the one watched."""
+        if value and value == info.data.get("folder"):
+            raise ValueError("must differ from folder (leave empty to mark mail seen instead)")
+        return value
 
 
 class InboxConfig(_Model):

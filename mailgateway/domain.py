@@ -158,3 +158,23 @@ class ConversationFacts:
     contact_email: str | None
     last_activity: datetime
     participants: frozenset[str] = frozenset()
+
+
+class ImapOutcome(enum.StrEnum):
+    """What became of one message fetched from an IMAP channel."""
+
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    TOO_LARGE = "too_large"
+
+
+class ChannelState(enum.StrEnum):
+    """The health of an IMAP channel's poller, as `inboxes list` shows it."""
+
+    CONNECTING = "connecting"
+    OK = "ok"
+    RETRYING = "retrying"
+    AUTH_FAILED = "auth_failed"
+    STOPPED = "stopped"
+    DISABLED = "disabled"
+    UNKNOWN = "unknown"

@@ -88,6 +88,8 @@ def queue_view(row: Row[Any]) -> dict[str, Any]:
         "state": row.state,
         "inbox": row.inbox,
         "source": row.source,
+        "channel": row.channel,
+        "archive": row.archive,
         "mail_from": row.mail_from,
         "rcpt_to": row.rcpt_to,
         "size": row.size,

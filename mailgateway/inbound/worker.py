@@ -274,6 +274,7 @@ async def store_message(
             contact_id,
             sender,
             auto_submitted=verdict.auto_submitted,
+            archive=item.archive,
         )
         assignment = await route_new_conversation(connection, config, new)
         assignee = None if assignment is None else assignment.assignee
@@ -332,6 +333,7 @@ async def _place(
             contact_id,
             now,
             subject_key=subject_key(parsed.subject),
+            channel=item.channel or "fallback_email",
         )
         return conversation_id, False
     reopen = reopens(ref.status, verdict.auto_submitted)

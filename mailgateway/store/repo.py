@@ -51,6 +51,8 @@ class Envelope:
     peer: str = ""
     helo: str = ""
     source: str = "smtp"
+    channel: str | None = None  # the IMAP channel's address; None for the fallback email
+    archive: bool = False  # backfilled old mail: no notifications, no auto-assignment
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class ClaimedItem:
     attempts: int
     data: bytes
     source: str = "smtp"
+    channel: str | None = None
+    archive: bool = False
 
 
 def digest_of(data: bytes) -> str:
@@ -101,6 +105,8 @@ def _queue_values(
         "rcpt_to": delivery.rcpt_to,
         "peer": envelope.peer,
         "helo": envelope.helo,
+        "channel": envelope.channel,
+        "archive": envelope.archive,
         "state": QueueState.QUEUED,
         "attempts": 0,
         "next_attempt_at": now,
@@ -189,18 +195,37 @@ class Store:
         return ids
 
     async def enqueue_many(self, submissions: Sequence[Submission]) -> list[list[int]]:
-        """Enqueue several messages in one transaction (group commit) with one statement per
-        step for the whole batch; the queue ids of each message, in order."""
+        """Enqueue several messages in one transaction (group commit); the queue ids of each
+        message, in order."""
         async with self.transaction(urgent=True) as connection:
-            raw_ids = await self._raw_ids(connection, [s.data for s in submissions])
-            keys = [
-                (delivery.inbox, raw_ids[digest_of(submission.data)])
-                for submission in submissions
-                for delivery in submission.deliveries
-            ]
-            queue_ids = await self._queue_rows(connection, submissions, raw_ids)
-            ids = iter(queue_ids[key] for key in keys)
-            return [[next(ids) for _ in submission.deliveries] for submission in submissions]
+            return await self.enqueue_batch_in(connection, submissions)
+
+    async def enqueue_in(
+        self,
+        connection: AsyncConnection,
+        data: bytes,
+        envelope: Envelope,
+        deliveries: Sequence[Delivery],
+    ) -> list[int]:
+        """`enqueue` inside a transaction the caller owns (to commit more with it)."""
+        submission = Submission(data, envelope, tuple(deliveries))
+        [ids] = await self.enqueue_batch_in(connection, [submission])
+        return ids
+
+    async def enqueue_batch_in(
+        self, connection: AsyncConnection, submissions: Sequence[Submission]
+    ) -> list[list[int]]:
+        """Store the bytes and queue rows of several messages with one statement per step for
+        the whole batch, inside the caller's transaction; the queue ids of each message."""
+        raw_ids = await self._raw_ids(connection, [s.data for s in submissions])
+        keys = [
+            (delivery.inbox, raw_ids[digest_of(submission.data)])
+            for submission in submissions
+            for delivery in submission.deliveries
+        ]
+        queue_ids = await self._queue_rows(connection, submissions, raw_ids)
+        ids = iter(queue_ids[key] for key in keys)
+        return [[next(ids) for _ in submission.deliveries] for submission in submissions]
 
     async def _raw_ids(self, connection: AsyncConnection, blobs: Sequence[bytes]) -> dict[str, int]:
         """The ids of the stored copies of these bytes by digest, storing the new ones."""
@@ -297,12 +322,14 @@ class Store:
                     inbound_queue.c.attempts,
                     raw_messages.c.data,
                     inbound_queue.c.source,
+                    inbound_queue.c.channel,
+                    inbound_queue.c.archive,
                 )
                 .join(raw_messages, raw_messages.c.id == inbound_queue.c.raw_id)
                 .where(inbound_queue.c.id.in_(due))
                 .order_by(inbound_queue.c.id)
             )
-            return [ClaimedItem(*row) for row in result.all()]
+            return [ClaimedItem(**row._mapping) for row in result.all()]
 
     async def requeue_stale(self, older_than: timedelta) -> int:
         """Put rows back whose worker vanished mid-processing (claimed longer ago than
@@ -494,16 +521,18 @@ async def create_conversation(
     when: datetime,
     *,
     subject_key: str | None = None,
+    channel: str = "fallback_email",
 ) -> int:
     """A new open conversation with its own unguessable reply token (128 random bits, lower
-    case: intake lower-cases recipient addresses) and the key of its subject."""
+    case: intake lower-cases recipient addresses), the key of its subject, and the channel it
+    came in on ("fallback_email" or a team address)."""
     statement = _insert(connection, conversations).values(
         inbox=inbox,
         subject=subject,
         subject_key=subject_key,
         status=ConversationStatus.OPEN,
         contact_id=contact_id,
-        channel="fallback_email",
+        channel=channel,
         reply_token=secrets.token_hex(16),
         created_at=when,
         updated_at=when,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -94,6 +95,10 @@ class InboundItem(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # IMAP channels: the team address a row came in on (None: the fallback email), and
+    # backfilled old mail (`import imap|mbox`) that must not notify or auto-assign.
+    channel: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    archive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Contact(Base):
@@ -305,3 +310,62 @@ class NotificationEvent(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+# -- IMAP channels ------------------------------------------------------------------------------
+
+
+class ImapCheckpoint(Base):
+    """How far a channel's folder has been fetched: every UID up to `last_uid` of `uidvalidity`
+    is handled. UIDs up to `boundary_uid` predate the channel (or a UIDVALIDITY change): of
+    those only mail unseen or received since `since` is taken, de-duplicated first."""
+
+    __tablename__ = "imap_checkpoints"
+
+    channel: Mapped[str] = mapped_column(String(320), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(255), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    boundary_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    since: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class ImapMessage(Base):
+    """One message fetched from a channel's folder: what became of it, and whether the server
+    has been told (\\Seen or moved) yet."""
+
+    __tablename__ = "imap_messages"
+    __table_args__ = (
+        UniqueConstraint(
+            "channel", "folder", "uidvalidity", "uid", name="uq_imap_messages_channel_uid"
+        ),
+        Index("ix_imap_messages_channel_message_id", "channel", "message_id"),
+        Index("ix_imap_messages_channel_digest", "channel", "digest"),
+        Index("ix_imap_messages_pending", "channel", "folder", "acked"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(320))
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str] = mapped_column(Text, default="")
+    digest: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    queue_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_queue.id"), nullable=True)
+    acked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class ChannelHealth(Base):
+    """The last known state of a channel's poller, for `inboxes list`."""
+
+    __tablename__ = "channel_health"
+
+    channel: Mapped[str] = mapped_column(String(320), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

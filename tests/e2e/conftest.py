@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 
 from mailgateway.app import Gateway
+from tests.dovecot import Account, Dovecot
 from tests.support import running_gateway, write_config
+from tests.system import require_system
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[Gateway]]
 
@@ -30,3 +33,39 @@ async def gateway(gateway_factory: GatewayFactory) -> AsyncIterator[Gateway]:
     """A gateway with the default test limits."""
     async with gateway_factory() as running:
         yield running
+
+
+# -- IMAP channels: a private Dovecot for the session ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot on free 127.0.0.1 ports for the whole session (users are per test)."""
+    if shutil.which("dovecot") is None:
+        require_system("dovecot is not installed (Debian: dovecot-core dovecot-imapd)")
+    server = Dovecot()
+    server.add_users(300)
+    try:
+        server.start()
+    except RuntimeError as error:
+        server.close()
+        pytest.fail(str(error))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def mail_account(dovecot: Dovecot) -> Account:
+    """A fresh, empty mailbox user on the session's Dovecot."""
+    return dovecot.account()
+
+
+@pytest.fixture
+def private_dovecot(dovecot: Dovecot) -> Iterator[Dovecot]:
+    """A Dovecot of this test's own, for tests that stop it or fail logins (Dovecot slows
+    every login from an address after a refused one)."""
+    server = Dovecot()
+    server.add_users(2)
+    server.start()
+    yield server
+    server.close()
