@@ -137,3 +137,14 @@ async def test_release_and_requeue_stale_claims(store: Store) -> None:
 async def test_set_status_of_unknown_conversation(store: Store) -> None:
     """Closing a conversation that does not exist reports False."""
     assert await store.set_status(12345, ConversationStatus.CLOSED) is False
+
+
+async def test_requeue_abandoned_claims_of_gone_workers(store: Store) -> None:
+    """Rows claimed by a worker known to be gone go back at once; a live one keeps its rows."""
+    await store.enqueue(make_message(subject="a"), ENVELOPE, [Delivery("support", "s@x")])
+    await store.enqueue(make_message(subject="b"), ENVELOPE, [Delivery("support", "s@x")])
+    await store.claim("host:111", 1, 3)
+    await store.claim("host:222", 1, 3)
+    assert await store.requeue_abandoned(lambda name: name != "host:111") == 1
+    states = {row.claimed_by: row.state for row in await store.queue_rows()}
+    assert states == {None: "queued", "host:222": "active"}

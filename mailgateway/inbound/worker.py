@@ -384,6 +384,23 @@ class InboundWorker:
         self.config = config
         self.directory = Directory.from_config(config)
 
+    def claimer_alive(self, name: str) -> bool:
+        """Whether the worker that claimed rows may still be working on them: a process of
+        this host that no longer exists (or an earlier process that had our pid) is not;
+        workers of other hosts are trusted until their lease runs out."""
+        host, _, pid = name.rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            return True
+        if name == self.name:
+            return False  # we have claimed nothing yet: an earlier process with our pid
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def wake(self) -> None:
         """New mail is queued: look now rather than at the next poll."""
         self.wakeup.set()
@@ -396,6 +413,7 @@ class InboundWorker:
     async def run(self) -> None:
         """Process until stopped, sleeping between empty polls."""
         await self.store.requeue_stale(STALE_CLAIM)
+        await self.store.requeue_abandoned(self.claimer_alive)
         while not self.stopping.is_set():
             try:
                 done = await self.run_once()

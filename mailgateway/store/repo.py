@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -341,6 +341,28 @@ class Store:
                 .where(
                     inbound_queue.c.state == QueueState.ACTIVE,
                     inbound_queue.c.claimed_at < cutoff,
+                )
+                .values(state=QueueState.QUEUED, claimed_by=None, updated_at=utcnow())
+            )
+            return int(result.rowcount)
+
+    async def requeue_abandoned(self, alive: Callable[[str], bool]) -> int:
+        """Put back at once the rows of claimers known to be gone (`alive` says False: e.g. a
+        process of this host that no longer exists), without waiting for the lease."""
+        async with self.transaction() as connection:
+            claimers = await connection.scalars(
+                select(inbound_queue.c.claimed_by)
+                .where(inbound_queue.c.state == QueueState.ACTIVE)
+                .distinct()
+            )
+            gone = [name for name in claimers if name is not None and not alive(name)]
+            if not gone:
+                return 0
+            result = await connection.execute(
+                update(inbound_queue)
+                .where(
+                    inbound_queue.c.state == QueueState.ACTIVE,
+                    inbound_queue.c.claimed_by.in_(gone),
                 )
                 .values(state=QueueState.QUEUED, claimed_by=None, updated_at=utcnow())
             )
