@@ -2,106 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
 import smtplib
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
-from mailgateway.store.db import create_engine
-from mailgateway.store.repo import Store
+from tests.e2e.daemon import Daemon, rows, send, wait_processed
 from tests.support import SUPPORT, make_message
-
-DAEMON_START = 30.0
-
-
-class Daemon:
-    """`mailgateway serve` in a child process, its JSON log in a file."""
-
-    def __init__(self, config_dir: Path, log: Path) -> None:
-        self.log = log
-        self.handle = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mailgateway", "serve", "--config", str(config_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.handle,
-            env={k: v for k, v in os.environ.items() if k != "MAILGATEWAY_DATABASE_URL"},
-        )
-        self.port = self._wait_started()
-
-    def events(self) -> list[dict[str, Any]]:
-        """The log's JSON events so far."""
-        lines = self.log.read_text(errors="replace").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def _wait_started(self) -> int:
-        """The SMTP port, once the daemon logs that it listens."""
-        deadline = time.monotonic() + DAEMON_START
-        while time.monotonic() < deadline:
-            for event in self.events():
-                if event.get("event") == "gateway.started":
-                    return int(event["listen"].split(",")[0].rsplit(":", 1)[1])
-            if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited: {self.log.read_text()}")
-            time.sleep(0.05)
-        raise AssertionError("daemon did not start")
-
-    def wait_event(self, name: str, count: int = 1) -> None:
-        """Wait until the log holds `count` events of that name."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if sum(event["event"] == name for event in self.events()) >= count:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no {name} event in {self.log.read_text()}")
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send a signal and wait for the exit status."""
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout=30)
-        self.handle.close()
-        return code
-
-
-def send(port: int, raw: bytes, rcpt: str = SUPPORT) -> tuple[int, str]:
-    """One message over SMTP; the reply to the final dot (or to RCPT when refused there)."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.ehlo("client.test")
-        client.mail("john@customer.test")
-        code, text = client.rcpt(rcpt)
-        if code != 250:
-            return code, text.decode()
-        code, text = client.data(raw)
-        return code, text.decode()
-
-
-def rows(db_url: str) -> list[Any]:
-    """Every inbound queue row in the database."""
-
-    async def read() -> list[Any]:
-        store = Store(create_engine(db_url))
-        try:
-            return await store.queue_rows()
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
-
-
-def wait_processed(db_url: str, count: int) -> None:
-    """Wait until `count` rows are done."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if sum(row.state == "done" for row in rows(db_url)) >= count:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not processed: {[row.state for row in rows(db_url)]}")
-
 
 def test_sigkill_right_after_250_keeps_message(
     config_dir: Path, db_url: str, tmp_path: Path
