@@ -119,6 +119,7 @@ def with_store(config_dir: Path, action: Callable[[Config, Store], Awaitable[T]]
 @click.version_option(package_name="mailgateway")
 def main() -> None:
     """mailgateway: customer email in, conversations out."""
+    logs.configure_for_commands()
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -80,6 +80,26 @@ def configure(
     )
 
 
+def stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    """A logger writing to whatever sys.stderr is at the time of the event."""
+    return structlog.PrintLogger(sys.stderr)
+
+
+def configure_for_commands(level: str = "warning") -> None:
+    """Commands other than `serve` log to stderr: their stdout is their output (a token, a
+    JSON document)."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            truncate_values,
+            *renderers(wants_console(LogFormat.AUTO, sys.stderr), sys.stderr),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=stderr_logger,
+        cache_logger_on_first_use=False,
+    )
+
+
 def get_logger(name: str) -> FilteringBoundLogger:
     """A logger whose events carry the module name."""
     logger: FilteringBoundLogger = structlog.get_logger(module=name)

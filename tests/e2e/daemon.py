@@ -19,6 +19,7 @@ from mailgateway.store.repo import Store
 from tests.support import SUPPORT
 
 DAEMON_START = 30.0
+INHERITED_NOT = {"MAILGATEWAY_DATABASE_URL", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
 
 
 class Daemon:
@@ -30,7 +31,7 @@ class Daemon:
         self.log = log
         self.handle = log.open("ab")
         self.errors = log.with_suffix(".stderr").open("ab")
-        env = {k: v for k, v in os.environ.items() if k != "MAILGATEWAY_DATABASE_URL"}
+        env = {k: v for k, v in os.environ.items() if k not in INHERITED_NOT}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mailgateway", "serve", "--config", str(config_dir)],
             stdout=self.handle,
@@ -110,5 +111,3 @@ def wait_processed(db_url: str, count: int) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"not processed: {[row.state for row in rows(db_url)]}")
-
-

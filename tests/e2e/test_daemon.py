@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.e2e.daemon import Daemon, rows, send, wait_processed
 from tests.support import SUPPORT, make_message
 
+
 def test_sigkill_right_after_250_keeps_message(
     config_dir: Path, db_url: str, tmp_path: Path
 ) -> None:
