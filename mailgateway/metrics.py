@@ -75,6 +75,17 @@ OUTBOUND_FAILED = Counter(
     "Outbound messages given up on (5xx, or retries exhausted).",
     registry=REGISTRY,
 )
+OUTBOUND_HELD = Counter(
+    "mailgateway_outbound_held",
+    "Outbound messages held for a human (signing, routing or envelope faults).",
+    registry=REGISTRY,
+)
+OUTBOUND_OUTCOMES = {
+    "sent": OUTBOUND_SENT,
+    "deferred": OUTBOUND_DEFERRED,
+    "failed": OUTBOUND_FAILED,
+    "held": OUTBOUND_HELD,
+}
 
 # -- IMAP channels: set by the IMAP poller -------------------------------------------------------
 
@@ -119,6 +130,13 @@ def count_reply(reply: str) -> None:
     """Count a 4xx or 5xx reply sent to an SMTP client."""
     if reply[:1] in {"4", "5"}:
         SMTP_REJECTED.labels(code=reply_code(reply)).inc()
+
+
+def count_outbound(state: str) -> None:
+    """Count what became of one outbound delivery attempt (sent, deferred, failed, held)."""
+    counter = OUTBOUND_OUTCOMES.get(state)
+    if counter is not None:
+        counter.inc()
 
 
 def set_queue_depths(queue: str, counts: Mapping[str, int], states: tuple[str, ...]) -> None:

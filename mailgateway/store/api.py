@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Row, Select, func, select, text, update
 from sqlalchemy.sql.schema import Table
 
+from mailgateway.store.outbound import outbound_queue
 from mailgateway.store.repo import Store, contacts, conversations
 from mailgateway.store.schema import ApiToken, utcnow
 
@@ -18,6 +19,15 @@ async def ping(store: Store) -> None:
     """One round trip to the database (raises when it cannot be reached)."""
     async with store.engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+async def outbound_counts(store: Store) -> dict[str, int]:
+    """How many outbound queue rows are in each state."""
+    async with store.engine.connect() as connection:
+        result = await connection.execute(
+            select(outbound_queue.c.state, func.count()).group_by(outbound_queue.c.state)
+        )
+        return {state: int(count) for state, count in result.all()}
 
 
 async def add_token(store: Store, user_id: str, digest: str, prefix: str) -> int:

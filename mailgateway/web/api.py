@@ -9,13 +9,14 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Row
 
-from mailgateway import tokens, views
+from mailgateway import assignment, replies, tokens, views
 from mailgateway.access import is_member, require_member, viewable_inboxes
 from mailgateway.config import Config, UserConfig
 from mailgateway.domain import ConversationStatus
 from mailgateway.errors import RefusedError
 from mailgateway.logs import get_logger
 from mailgateway.store import api as api_store
+from mailgateway.store.outbound import OutboundStore
 from mailgateway.store.repo import Store
 from mailgateway.web.context import daemon_of
 
@@ -193,22 +194,97 @@ async def list_conversations(request: web.Request) -> web.Response:
 async def show_conversation(request: web.Request) -> web.Response:
     """One conversation with its messages."""
     row = await visible_conversation(request)
-    messages = await daemon_of(request).store.message_rows(row.id)
-    return web.json_response(views.conversation_detail(row, messages))
+    store = daemon_of(request).store
+    detail = views.conversation_detail(row, await store.message_rows(row.id))
+    deliveries = await OutboundStore(store.engine).deliveries(row.id)
+    return web.json_response(views.with_deliveries(detail, deliveries))
 
 
-async def set_status(request: web.Request, status: ConversationStatus) -> web.Response:
-    """Close or reopen, for members of the conversation's inbox only (viewers get 403)."""
+async def acting_on(request: web.Request) -> tuple[Row[Any], Config, Store, UserConfig]:
+    """The conversation of the path and the context, when the user may act on it: 404 when they
+    may not see it, 403 when they may only view it."""
     row = await visible_conversation(request)
     config, store, user = context(request)
     try:
         require_member(config, row.inbox, user.id)
     except RefusedError as error:
         raise ApiError(403, "forbidden", str(error)) from None
+    return row, config, store, user
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (400 when it is not one)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_request", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return body
+
+
+def text_field(body: dict[str, Any], name: str, *, required: bool) -> str | None:
+    """A string field of a JSON body (400 when missing but required, or not a string)."""
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ApiError(400, "bad_request", f"{name} must be a non-empty string")
+    return value
+
+
+async def set_status(request: web.Request, status: ConversationStatus) -> web.Response:
+    """Close or reopen, for members of the conversation's inbox only (viewers get 403)."""
+    row, _config, store, user = await acting_on(request)
     await store.set_status(row.id, status)
     log.info("conversation.status_set", conversation_id=row.id, status=status, user=user.id)
     [updated] = await store.conversation_rows(ids=[row.id])
     return web.json_response(views.conversation_view(updated))
+
+
+async def assign_conversation(request: web.Request) -> web.Response:
+    """Assign to a user with access to the inbox (the assignment service decides, as the
+    command line's `conversations assign` does)."""
+    row, config, store, user = await acting_on(request)
+    target = text_field(await json_body(request), "assignee", required=True)
+    assert target is not None
+    try:
+        async with store.transaction() as connection:
+            await assignment.assign_by_hand(connection, config, row.id, target, user.id)
+    except RefusedError as error:
+        raise ApiError(422, "refused", str(error)) from None
+    log.info("conversation.assigned", conversation_id=row.id, assignee=target, user=user.id)
+    [updated] = await store.conversation_rows(ids=[row.id])
+    return web.json_response(views.conversation_view(updated))
+
+
+async def reply_to_conversation(request: web.Request) -> web.Response:
+    """Store a reply on the conversation and queue it for sending (the reply service checks
+    the sending rules, as the command line's `reply` does): 202 with where it went."""
+    row, config, store, user = await acting_on(request)
+    body = await json_body(request)
+    text = text_field(body, "text", required=True)
+    html = text_field(body, "html", required=False)
+    assert text is not None
+    try:
+        queued = await replies.queue_reply(
+            config, store, replies.ReplyRequest(row.id, user.id, text, html)
+        )
+    except RefusedError as error:
+        raise ApiError(422, "refused", str(error)) from None
+    log.info("conversation.reply_queued", conversation_id=row.id, queue_id=queued.queue_id)
+    sender = queued.sender
+    return web.json_response(
+        {
+            "conversation_id": queued.conversation_id,
+            "message": queued.message_row_id,
+            "queue_id": queued.queue_id,
+            "message_id": queued.message_id,
+            "from": {"name": sender.name, "email": sender.address},
+            "to": queued.to,
+        },
+        status=202,
+    )
 
 
 async def close_conversation(request: web.Request) -> web.Response:
@@ -261,5 +337,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/conversations/{{id}}", show_conversation)
     app.router.add_post(f"{PREFIX}/conversations/{{id}}/close", close_conversation)
     app.router.add_post(f"{PREFIX}/conversations/{{id}}/reopen", reopen_conversation)
+    app.router.add_post(f"{PREFIX}/conversations/{{id}}/assign", assign_conversation)
+    app.router.add_post(f"{PREFIX}/conversations/{{id}}/reply", reply_to_conversation)
     app.router.add_get(f"{PREFIX}/contacts", list_contacts)
     app.router.add_get(f"{PREFIX}/contacts/{{email}}", show_contact)

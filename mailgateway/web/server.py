@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mailgateway import metrics
-from mailgateway.domain import QueueState
+from mailgateway.domain import OutboundState, QueueState
 from mailgateway.logs import get_logger
 from mailgateway.store import api as api_store
 from mailgateway.store.repo import Store
@@ -77,8 +77,10 @@ async def metrics_page(request: web.Request) -> web.Response:
     store = request.app[DAEMON].store
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
-            counts = await store.queue_counts()
-        metrics.set_queue_depths("inbound", counts, tuple(QueueState))
+            inbound = await store.queue_counts()
+            outbound = await api_store.outbound_counts(store)
+        metrics.set_queue_depths("inbound", inbound, tuple(QueueState))
+        metrics.set_queue_depths("outbound", outbound, tuple(OutboundState))
     except Exception as error:  # the rest of the page is still worth serving
         log.warning("metrics.queue_depth_failed", error=type(error).__name__)
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

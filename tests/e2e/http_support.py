@@ -69,12 +69,13 @@ name = "Support"
 
 
 def write_roles_config(directory: Path, db_url: str) -> Path:
-    """Inboxes support (team support + erin), billing (bob only), sales (everyone), archive."""
+    """Inboxes support (team support + erin; sending on), billing (bob only), sales (everyone),
+    archive (disabled)."""
     write_config(directory, db_url)
     (directory / "users.toml").write_text(USERS)
     (directory / "inboxes" / "support.toml").write_text(
         'name = "Support"\ndefault = true\n\n[access]\nmode = "specific"\n'
-        'teams = ["support"]\nusers = ["erin"]\n'
+        'teams = ["support"]\nusers = ["erin"]\n\n[fallback_email]\nsend_enabled = true\n'
     )
     (directory / "inboxes" / "billing.toml").write_text(
         'name = "Billing"\n\n[access]\nmode = "specific"\nusers = ["bob"]\n'
@@ -131,13 +132,18 @@ async def seeded_gateway(config_dir: Path) -> AsyncIterator[Seeded]:
 
 
 async def call(
-    base: str, method: str, path: str, token: str | None = None, **params: str
+    base: str,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: Any = None,
+    **params: str,
 ) -> tuple[int, Any]:
-    """One request; the status and the decoded JSON body."""
+    """One request (with a JSON body when given); the status and the decoded JSON answer."""
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     async with (
         aiohttp.ClientSession() as session,
-        session.request(method, base + path, headers=headers, params=params) as response,
+        session.request(method, base + path, headers=headers, params=params, json=body) as response,
     ):
         return response.status, await response.json(content_type=None)
 

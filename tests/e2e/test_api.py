@@ -209,3 +209,78 @@ async def test_concurrent_requests_of_two_users_stay_apart(seeded: Seeded) -> No
     for user, (status, body) in zip(("alice", "bob") * 25, results, strict=True):
         assert status == 200
         assert {c["inbox"] for c in body["conversations"]} == SEES[user]
+
+
+@pytest.mark.parametrize("user", sorted(SEES))
+async def test_assign_follows_membership(seeded: Seeded, user: str) -> None:
+    """Members assign (here: to themselves); view-only roles get 403 and nothing changes;
+    others get 404."""
+    store = seeded.gateway.store
+    for inbox, conversation_id in seeded.conversations.items():
+        path = f"/api/v1/conversations/{conversation_id}/assign"
+        status, body = await call(
+            seeded.base, "POST", path, seeded.tokens[user], {"assignee": user}
+        )
+        assert_documented("POST", CONVERSATION + "/assign", status, body)
+        [row] = await store.conversation_rows(ids=[conversation_id])
+        if inbox in ACTS[user]:
+            assert (status, body["assignee"], row.assignee) == (200, user, user)
+        else:
+            assert status == (403 if inbox in SEES[user] else 404)
+            assert row.assignee is None
+
+
+async def test_assign_to_a_user_without_access_is_refused(seeded: Seeded) -> None:
+    """Assigning a support conversation to Bob (no access to support) is a 422 naming why."""
+    path = f"/api/v1/conversations/{seeded.conversations['support']}/assign"
+    status, body = await call(
+        seeded.base, "POST", path, seeded.tokens["alice"], {"assignee": "bob"}
+    )
+    assert_documented("POST", CONVERSATION + "/assign", status, body)
+    assert (status, body["error"]) == (422, "refused")
+    assert "bob" in body["message"]
+
+
+@pytest.mark.parametrize("user", sorted(SEES))
+async def test_reply_follows_membership(seeded: Seeded, user: str) -> None:
+    """Members of support reply (202, a queued outbound row on the conversation); view-only
+    roles get 403 and others 404, with nothing queued."""
+    conversation_id = seeded.conversations["support"]
+    path = f"/api/v1/conversations/{conversation_id}/reply"
+    status, body = await call(seeded.base, "POST", path, seeded.tokens[user], {"text": "On it."})
+    assert_documented("POST", CONVERSATION + "/reply", status, body)
+    messages = await seeded.gateway.store.message_rows(conversation_id)
+    outbound = [m for m in messages if m.direction == "outbound"]
+    if "support" in ACTS[user]:
+        assert status == 202
+        assert (body["to"], body["conversation_id"]) == (
+            seeded.contacts["support"],
+            conversation_id,
+        )
+        assert [m.id for m in outbound] == [body["message"]]
+        assert "On it." in (outbound[0].text or "")
+    else:
+        assert status == (403 if "support" in SEES[user] else 404)
+        assert outbound == []
+
+
+async def test_reply_refused_where_sending_is_off(seeded: Seeded) -> None:
+    """A member replying in an inbox whose fallback email does not send gets 422 and the
+    reason; nothing is stored."""
+    conversation_id = seeded.conversations["billing"]
+    path = f"/api/v1/conversations/{conversation_id}/reply"
+    status, body = await call(seeded.base, "POST", path, seeded.tokens["bob"], {"text": "Hi"})
+    assert_documented("POST", CONVERSATION + "/reply", status, body)
+    assert (status, body["error"]) == (422, "refused")
+    assert len(await seeded.gateway.store.message_rows(conversation_id)) == 1
+
+
+async def test_reply_and_assign_need_a_proper_body(seeded: Seeded) -> None:
+    """A missing or empty text, a non-object body, or a missing assignee is a JSON 400."""
+    token, base = seeded.tokens["alice"], seeded.base
+    conversation_id = seeded.conversations["support"]
+    reply = f"/api/v1/conversations/{conversation_id}/reply"
+    assign = f"/api/v1/conversations/{conversation_id}/assign"
+    for path, body in ((reply, {}), (reply, {"text": "  "}), (reply, ["text"]), (assign, {})):
+        status, answer = await call(base, "POST", path, token, body)
+        assert (status, answer["error"]) == (400, "bad_request"), (path, body)

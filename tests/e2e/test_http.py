@@ -11,15 +11,19 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailgateway.app import Gateway
+from mailgateway.config import load_config
 from mailgateway.store.db import create_engine
 from mailgateway.store.repo import Store
+from mailgateway.tokens import create_token
 from mailgateway.web.server import build_app
 from tests.e2e.conftest import GatewayFactory
 from tests.e2e.daemon import send
-from tests.e2e.http_support import http_base, wait_done
-from tests.support import make_message
+from tests.e2e.http_support import call, http_base, wait_done
+from tests.outbound_support import sending_config, smtp_sink
+from tests.support import make_message, running_gateway
 
 OPENAPI_FILE = Path(__file__).resolve().parents[2] / "mailgateway" / "web" / "openapi.json"
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 UNREACHABLE_DB = "postgresql+asyncpg://postgres@127.0.0.1:9/nothing"
 
 
@@ -29,7 +33,7 @@ async def get(url: str) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def scrape(gateway: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def scrape(gateway: Gateway) -> Samples:
     """Every sample of /metrics by name and labels."""
     status, text = await get(http_base(gateway) + "/metrics")
     assert status == 200
@@ -40,15 +44,18 @@ async def scrape(gateway: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...
     }
 
 
-def delta(
-    before: dict[tuple[str, tuple[tuple[str, str], ...]], float],
-    after: dict[tuple[str, tuple[tuple[str, str], ...]], float],
-    name: str,
-    **labels: str,
-) -> float:
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     """How much a sample grew between two scrapes (absent counts as 0)."""
     key = (name, tuple(sorted(labels.items())))
     return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def scrape_until(gateway: Gateway, before: Samples, name: str, grown: float) -> Samples:
+    """Scrape until a sample has grown by `grown` since `before`; the last scrape."""
+    async with asyncio.timeout(10):
+        while delta(before, after := await scrape(gateway), name) < grown:
+            await asyncio.sleep(0.05)
+    return after
 
 
 async def test_healthz_ok_while_everything_runs(gateway: Gateway) -> None:
@@ -105,8 +112,32 @@ async def test_metrics_after_traffic(gateway: Gateway) -> None:
     assert delta(before, after, "mailgateway_inbound_processing_seconds_count") == 3
     assert after[("mailgateway_queue_depth", (("queue", "inbound"), ("state", "done")))] == 3
     assert after[("mailgateway_queue_depth", (("queue", "inbound"), ("state", "held")))] == 0
-    for name in ("sent", "deferred", "failed"):
+    assert after[("mailgateway_queue_depth", (("queue", "outbound"), ("state", "queued")))] == 0
+    for name in ("sent", "deferred", "failed", "held"):
         assert ("mailgateway_outbound_" + name + "_total", ()) in after
+
+
+async def test_metrics_count_outbound_outcomes(tmp_path: Path, db_url: str) -> None:
+    """A reply the smarthost first answers 451 and then accepts counts one deferral and one
+    sent message, and the outbound queue depth shows it sent."""
+    async with smtp_sink(data_replies=["451 4.3.0 Try again later"]) as sink:
+        config_dir = sending_config(tmp_path / "config", db_url, sink.port, dkim=False)
+        async with running_gateway(config_dir) as gateway:
+            port = int(gateway.sockets[0].rsplit(":", 1)[1])
+            assert (await asyncio.to_thread(send, port, make_message()))[0] == 250
+            await wait_done(gateway.store, 1)
+            [conversation] = await gateway.store.conversation_rows()
+            issued = await create_token(load_config(config_dir), gateway.store, "alice")
+            before = await scrape(gateway)
+            path = f"/api/v1/conversations/{conversation.id}/reply"
+            status, _ = await call(http_base(gateway), "POST", path, issued.token, {"text": "Hi"})
+            assert status == 202
+            await sink.wait_for(1)
+            after = await scrape_until(gateway, before, "mailgateway_outbound_sent_total", 1)
+    assert delta(before, after, "mailgateway_outbound_deferred_total") == 1
+    assert delta(before, after, "mailgateway_outbound_sent_total") == 1
+    assert delta(before, after, "mailgateway_outbound_failed_total") == 0
+    assert after[("mailgateway_queue_depth", (("queue", "outbound"), ("state", "sent")))] == 1
 
 
 async def test_metrics_content_type_is_prometheus_text(gateway: Gateway) -> None:
