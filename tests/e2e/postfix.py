@@ -88,7 +88,7 @@ def free_port() -> int:
 class Postfix:
     """One private Postfix: `postfix -c DIR` with everything under one temporary folder."""
 
-    def __init__(self, gateway_port: int, aliases: dict[str, str]) -> None:
+    def __init__(self, gateway_port: int, aliases: dict[str, str], extra: str = "") -> None:
         for program in ("postfix", "postmap", "postqueue"):
             if shutil.which(program) is None:
                 require_system(f"{program} is not installed (Debian package postfix)")
@@ -99,6 +99,7 @@ class Postfix:
         self.port = free_port()
         self.gateway_port = gateway_port
         self.aliases = aliases
+        self.extra = extra
 
     def write(self) -> None:
         """main.cf, master.cf, the transport map and the virtual alias map."""
@@ -111,7 +112,7 @@ class Postfix:
             "forwarding_domain": FORWARDING_DOMAIN,
             "team_domain": TEAM_DOMAIN,
         }
-        (self.config / "main.cf").write_text(MAIN_CF.format(**values))
+        (self.config / "main.cf").write_text(MAIN_CF.format(**values) + self.extra)
         (self.config / "master.cf").write_text(MASTER_CF.format(port=self.port))
         transport = f"{FORWARDING_DOMAIN} smtp:[127.0.0.1]:{self.gateway_port}\n"
         (self.config / "transport").write_text(transport)

@@ -4,6 +4,7 @@ by a virtual alias, and deferral while the gateway is down, delivered once after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,10 @@ from tests.e2e.postfix import Postfix, free_port
 from tests.support import SUPPORT, make_message, running_gateway, write_config
 
 TEAM_ADDRESS = "help@acme.example"
+VERIFY_RECIPIENTS = (
+    "smtpd_recipient_restrictions = reject_unverified_recipient\n"
+    "unverified_recipient_reject_code = 550\n"
+)
 
 
 @pytest.fixture
@@ -24,15 +29,23 @@ def gateway_port() -> int:
     return free_port()
 
 
-@pytest.fixture
-def postfix(gateway_port: int) -> Iterator[Postfix]:
-    """A running private Postfix relaying the forwarding domain to the gateway's port."""
-    instance = Postfix(gateway_port, {TEAM_ADDRESS: SUPPORT})
+@contextlib.contextmanager
+def running_postfix(gateway_port: int, extra: str = "") -> Iterator[Postfix]:
+    """A private Postfix relaying the forwarding domain to the gateway's port, the team
+    address aliased to the support inbox, plus extra main.cf lines."""
+    instance = Postfix(gateway_port, {TEAM_ADDRESS: SUPPORT}, extra)
     try:
         instance.start()
         yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture
+def postfix(gateway_port: int) -> Iterator[Postfix]:
+    """A running private Postfix in front of the gateway's port."""
+    with running_postfix(gateway_port) as instance:
+        yield instance
 
 
 @pytest.fixture
@@ -128,3 +141,24 @@ async def test_deferred_while_down_then_delivered_once_after_flush(
     assert [c.subject for c in conversations] == ["sent while down"]
     assert len(messages) == 1
     assert "status=sent" in postfix.log()
+
+
+async def test_address_verification_refuses_unknown_inboxes_at_postfix(
+    gateway_port: int, config_dir: Path
+) -> None:
+    """With reject_unverified_recipient, Postfix asks the gateway at RCPT time: an address that
+    is no inbox is refused by Postfix itself (no bounce to send later), an inbox is accepted."""
+
+    def rcpt(postfix: Postfix, address: str) -> int:
+        with smtplib.SMTP("127.0.0.1", postfix.port, timeout=30) as client:
+            client.ehlo("client.test")
+            client.mail("john.doe@customer.test")
+            return int(client.rcpt(address)[0])
+
+    with running_postfix(gateway_port, VERIFY_RECIPIENTS) as postfix:
+        async with running_gateway(config_dir):
+            unknown = await asyncio.to_thread(rcpt, postfix, "nobody@acme.inbox.example.net")
+            known = await asyncio.to_thread(rcpt, postfix, SUPPORT)
+        log = postfix.log()
+    assert (unknown, known) == (550, 250)
+    assert "said: 550 5.1.1" in log
