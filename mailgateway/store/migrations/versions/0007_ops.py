@@ -1,7 +1,7 @@
 """api tokens for the HTTP API
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-27 03:10:07.319494
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
