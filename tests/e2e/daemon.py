@@ -38,9 +38,25 @@ class Daemon:
             stderr=self.errors,
             env={**env, **(environ or {})},
         )
-        started = self._wait_started()
+        try:
+            started = self._wait_started()
+        except AssertionError:
+            self.__exit__()
+            raise
         self.port = int(started["listen"].split(",")[0].rsplit(":", 1)[1])
         self.http = f"http://{started['http']}"
+
+    def __enter__(self) -> Daemon:
+        """Use as a context: the process never outlives the test."""
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Kill the daemon if the test did not stop it (a failed assertion, say)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self.handle.close()
+        self.errors.close()
 
     def events(self) -> list[dict[str, Any]]:
         """The log's JSON events so far."""

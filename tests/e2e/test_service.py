@@ -94,95 +94,95 @@ def test_notify_ready_reloading_stopping(
 ) -> None:
     """The daemon says READY once listening, RELOADING then READY around each SIGHUP (a
     refused configuration too), and STOPPING on SIGTERM."""
-    daemon = Daemon(config_dir, tmp_path / "daemon.log", {"NOTIFY_SOCKET": notify.name})
-    notify.wait_for("READY")
-    assert send(daemon.port, make_message())[0] == 250
-    daemon.process.send_signal(signal.SIGHUP)
-    notify.wait_for("READY", 2)
-    (config_dir / "inboxes" / "broken.toml").write_text('nmae = "typo"\n')
-    daemon.process.send_signal(signal.SIGHUP)
-    messages = notify.wait_for("READY", 3)
-    assert daemon.stop() == 0
-    messages = notify.wait_for("STOPPING")
-    assert kinds(messages) == ["READY", "RELOADING", "READY", "RELOADING", "READY", "STOPPING"]
-    reloading = [m for m in messages if "RELOADING" in m]
-    assert all(m["MONOTONIC_USEC"].isdigit() for m in reloading)
-    assert "config.reload_refused" in [event["event"] for event in daemon.events()]
+    with Daemon(config_dir, tmp_path / "daemon.log", {"NOTIFY_SOCKET": notify.name}) as daemon:
+        notify.wait_for("READY")
+        assert send(daemon.port, make_message())[0] == 250
+        daemon.process.send_signal(signal.SIGHUP)
+        notify.wait_for("READY", 2)
+        (config_dir / "inboxes" / "broken.toml").write_text('nmae = "typo"\n')
+        daemon.process.send_signal(signal.SIGHUP)
+        messages = notify.wait_for("READY", 3)
+        assert daemon.stop() == 0
+        messages = notify.wait_for("STOPPING")
+        assert kinds(messages) == ["READY", "RELOADING", "READY", "RELOADING", "READY", "STOPPING"]
+        reloading = [m for m in messages if "RELOADING" in m]
+        assert all(m["MONOTONIC_USEC"].isdigit() for m in reloading)
+        assert "config.reload_refused" in [event["event"] for event in daemon.events()]
 
 
 def test_watchdog_pinged_at_half_the_interval(
     config_dir: Path, tmp_path: Path, notify: NotifyListener
 ) -> None:
     """With WATCHDOG_USEC set, WATCHDOG=1 arrives about every half interval while running."""
-    daemon = Daemon(
+    with Daemon(
         config_dir,
         tmp_path / "daemon.log",
         {"NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "400000"},
-    )
-    notify.wait_for("READY")
-    started = time.monotonic()
-    messages = notify.wait_for("WATCHDOG", 8)
-    elapsed = time.monotonic() - started
-    assert daemon.stop() == 0
-    assert sum("WATCHDOG" in m for m in messages) >= 8
-    assert 0.8 < elapsed < 4.0
+    ) as daemon:
+        notify.wait_for("READY")
+        started = time.monotonic()
+        messages = notify.wait_for("WATCHDOG", 8)
+        elapsed = time.monotonic() - started
+        assert daemon.stop() == 0
+        assert sum("WATCHDOG" in m for m in messages) >= 8
+        assert 0.8 < elapsed < 4.0
 
 
 def test_no_watchdog_pings_meant_for_another_process(
     config_dir: Path, tmp_path: Path, notify: NotifyListener
 ) -> None:
     """WATCHDOG_PID naming another process means the watchdog is not ours: no pings."""
-    daemon = Daemon(
+    with Daemon(
         config_dir,
         tmp_path / "daemon.log",
         {"NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"},
-    )
-    notify.wait_for("READY")
-    time.sleep(1.0)
-    assert daemon.stop() == 0
-    messages = notify.wait_for("STOPPING")
-    assert not any("WATCHDOG" in m for m in messages)
+    ) as daemon:
+        notify.wait_for("READY")
+        time.sleep(1.0)
+        assert daemon.stop() == 0
+        messages = notify.wait_for("STOPPING")
+        assert not any("WATCHDOG" in m for m in messages)
 
 
 def test_sighup_renames_an_inbox(config_dir: Path, tmp_path: Path) -> None:
     """`inboxes rename` and SIGHUP: the API shows the new name, and mail to the unchanged
     address keeps landing in the same inbox."""
-    daemon = Daemon(config_dir, tmp_path / "daemon.log")
-    token = cli(config_dir, "tokens", "create", "alice").strip()
-    names = {i["slug"]: i["name"] for i in api_get(daemon, "/api/v1/inboxes", token)["inboxes"]}
-    assert names["sales"] == "Sales"
-    assert send(daemon.port, make_message(subject="before rename"), SALES)[0] == 250
-    cli(config_dir, "inboxes", "rename", "sales", "Sales Team")
-    daemon.process.send_signal(signal.SIGHUP)
-    daemon.wait_event("config.reloaded")
-    names = {i["slug"]: i["name"] for i in api_get(daemon, "/api/v1/inboxes", token)["inboxes"]}
-    assert names["sales"] == "Sales Team"
-    assert send(daemon.port, make_message(subject="after rename"), SALES)[0] == 250
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = api_get(daemon, "/api/v1/conversations?inbox=sales", token)["conversations"]
-        if len(found) == 2:
-            break
-        time.sleep(0.1)
-    assert daemon.stop() == 0
-    assert sorted(c["subject"] for c in found) == ["after rename", "before rename"]
+    with Daemon(config_dir, tmp_path / "daemon.log") as daemon:
+        token = cli(config_dir, "tokens", "create", "alice").strip()
+        names = {i["slug"]: i["name"] for i in api_get(daemon, "/api/v1/inboxes", token)["inboxes"]}
+        assert names["sales"] == "Sales"
+        assert send(daemon.port, make_message(subject="before rename"), SALES)[0] == 250
+        cli(config_dir, "inboxes", "rename", "sales", "Sales Team")
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_event("config.reloaded")
+        names = {i["slug"]: i["name"] for i in api_get(daemon, "/api/v1/inboxes", token)["inboxes"]}
+        assert names["sales"] == "Sales Team"
+        assert send(daemon.port, make_message(subject="after rename"), SALES)[0] == 250
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = api_get(daemon, "/api/v1/conversations?inbox=sales", token)["conversations"]
+            if len(found) == 2:
+                break
+            time.sleep(0.1)
+        assert daemon.stop() == 0
+        assert sorted(c["subject"] for c in found) == ["after rename", "before rename"]
 
 
 def test_sighup_keeps_sessions_in_progress(config_dir: Path, tmp_path: Path) -> None:
     """A session open across a reload (mid-transaction) finishes with 250, and its next
     transaction already sees the inbox the reload added."""
-    daemon = Daemon(config_dir, tmp_path / "daemon.log")
-    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=10) as client:
-        client.ehlo("client.test")
-        client.mail("john@customer.test")
-        assert client.rcpt(SUPPORT)[0] == 250
-        (config_dir / "inboxes" / "billing.toml").write_text('name = "Billing"\n')
-        daemon.process.send_signal(signal.SIGHUP)
-        daemon.wait_event("config.reloaded")
-        assert client.data(make_message(subject="across the reload"))[0] == 250
-        client.mail("john@customer.test")
-        assert client.rcpt(BILLING)[0] == 250
-        assert client.data(make_message(subject="new inbox", to=BILLING))[0] == 250
-    assert daemon.stop() == 0
-    accepted = [e for e in daemon.events() if e["event"] == "message.accepted"]
-    assert [e["inboxes"] for e in accepted] == ["support", "billing"]
+    with Daemon(config_dir, tmp_path / "daemon.log") as daemon:
+        with smtplib.SMTP("127.0.0.1", daemon.port, timeout=10) as client:
+            client.ehlo("client.test")
+            client.mail("john@customer.test")
+            assert client.rcpt(SUPPORT)[0] == 250
+            (config_dir / "inboxes" / "billing.toml").write_text('name = "Billing"\n')
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.wait_event("config.reloaded")
+            assert client.data(make_message(subject="across the reload"))[0] == 250
+            client.mail("john@customer.test")
+            assert client.rcpt(BILLING)[0] == 250
+            assert client.data(make_message(subject="new inbox", to=BILLING))[0] == 250
+        assert daemon.stop() == 0
+        accepted = [e for e in daemon.events() if e["event"] == "message.accepted"]
+        assert [e["inboxes"] for e in accepted] == ["support", "billing"]
