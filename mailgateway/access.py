@@ -56,3 +56,8 @@ def require_assignable(config: Config, inbox_slug: str, user_id: str) -> None:
     if inbox is None or not is_member(config, inbox, user_id):
         msg = f"cannot assign to {user_id!r}: no access to inbox {inbox_slug!r}"
         raise RefusedError(msg)
+
+
+def viewable_inboxes(config: Config, user_id: str) -> list[str]:
+    """The slugs of the inboxes whose conversations the user may see."""
+    return [slug for slug, inbox in config.inboxes.items() if can_view(config, inbox, user_id)]

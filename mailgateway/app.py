@@ -21,8 +21,10 @@ from mailgateway.logs import get_logger
 from mailgateway.notifier import Notifier
 from mailgateway.outbound.sign import load_signer
 from mailgateway.outbound.worker import OutboundWorker
+from mailgateway.sdnotify import SystemdNotifier
 from mailgateway.store.db import create_engine, current_revision, head_revision
 from mailgateway.store.repo import Store
+from mailgateway.web.server import HttpServer, start_http
 
 log = get_logger(__name__)
 
@@ -70,6 +72,7 @@ class Gateway:
     servers: list[asyncio.Server] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     outbound: OutboundWorker | None = None
+    http: HttpServer | None = None
 
     notifier: Notifier | None = None
     channels: ChannelPollers | None = None  # IMAP pollers, one per enabled channel
@@ -122,6 +125,8 @@ class Gateway:
         if self.notifier is not None:
             self.notifier.stop()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.http is not None:
+            await self.http.close()
         await self.store.close()
 
 
@@ -156,21 +161,40 @@ async def start(config: Config) -> Gateway:
 
     gateway.channels = ChannelPollers(store, on_commit=worker.wake)
     gateway.channels.apply(config)
-    log.info("gateway.started", listen=",".join(gateway.sockets), inboxes=len(config.inboxes))
+    gateway.http = await start_http(gateway, gateway_settings.http.endpoint)
+    log.info(
+        "gateway.started",
+        listen=",".join(gateway.sockets),
+        http=gateway.http.address,
+        inboxes=len(config.inboxes),
+    )
     return gateway
+
+
+def reload_notified(gateway: Gateway, directory: Path, notifier: SystemdNotifier) -> None:
+    """SIGHUP: reload, telling systemd RELOADING first and READY once done (also when refused:
+    the old configuration keeps running)."""
+    notifier.reloading()
+    gateway.reload(directory)
+    notifier.ready(f"serving {len(gateway.config.inboxes)} inboxes")
 
 
 async def serve(directory: Path) -> int:
     """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     config = load_config(directory)
     gateway = await start(config)
+    notifier = SystemdNotifier()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, gateway.reload, directory)
+    loop.add_signal_handler(signal.SIGHUP, reload_notified, gateway, directory, notifier)
+    notifier.ready(f"serving {len(config.inboxes)} inboxes")
+    watchdog = asyncio.create_task(notifier.keep_alive())
     await stop.wait()
     log.info("gateway.stopping")
+    notifier.stopping()
     await gateway.shutdown()
+    watchdog.cancel()
     log.info("gateway.stopped")
     return 0

@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mailgateway import app, assignment, logs, replies, verification, views
+from mailgateway import app, assignment, logs, replies, tokens, verification, views
 from mailgateway.access import require_member
 from mailgateway.config import (
     ChannelConfig,
@@ -45,6 +45,7 @@ from mailgateway.errors import ConfigError, MailgatewayError, RefusedError
 from mailgateway.intake import backfill
 from mailgateway.intake.imap import read_health
 from mailgateway.outbound import identity, sign
+from mailgateway.store import api as api_store
 from mailgateway.store import routing
 from mailgateway.store.channels import Health
 from mailgateway.store.db import upgrade
@@ -135,6 +136,7 @@ def with_store(config_dir: Path, action: Callable[[Config, Store], Awaitable[T]]
 @click.version_option(package_name="mailgateway")
 def main() -> None:
     """mailgateway: customer email in, conversations out."""
+    logs.configure_for_commands()
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -165,10 +167,17 @@ def check_config(config_dir: Path) -> None:
 @main.command("serve")
 @config_option
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice([f.value for f in logs.LogFormat]),
+    default="auto",
+    show_default=True,
+    help="JSON lines on stdout (for journald), or text for people; auto: text on a terminal.",
+)
 @guarded
-def serve(config_dir: Path, log_level: str) -> None:
-    """Run the daemon: SMTP intake, the inbound worker and the outbound worker."""
-    logs.configure(log_level)
+def serve(config_dir: Path, log_level: str, log_format: str) -> None:
+    """Run the daemon: SMTP intake, the inbound and outbound workers, the HTTP API."""
+    logs.configure(log_level, log_format=logs.LogFormat(log_format))
     raise SystemExit(asyncio.run(app.serve(config_dir)))
 
 
@@ -980,6 +989,66 @@ def import_mbox(file: Path, slug: str, config_dir: Path, as_json: bool) -> None:
         return await backfill.import_mbox(config, store, file, slug, progress=bar)
 
     run_import(config_dir, f"import {file.name}", action, as_json)
+
+
+# -- API tokens ---------------------------------------------------------------------------------
+
+
+@main.group("tokens")
+def tokens_group() -> None:
+    """API tokens for the HTTP API (stored hashed)."""
+
+
+@tokens_group.command("create")
+@click.argument("user")
+@config_option
+@guarded
+def tokens_create(user: str, config_dir: Path) -> None:
+    """Issue an API token for USER; it is printed once and only its hash is kept."""
+
+    async def action(config: Config, store: Store) -> tokens.IssuedToken:
+        return await tokens.create_token(config, store, user)
+
+    issued = with_store(config_dir, action)
+    click.echo(issued.token)
+    click.echo(f"token {issued.id} for {issued.user_id}: shown once, store it now", err=True)
+
+
+@tokens_group.command("list")
+@click.option("--user", help="Only this user's tokens.")
+@config_option
+@json_option
+@guarded
+def tokens_list(user: str | None, config_dir: Path, as_json: bool) -> None:
+    """Tokens by id, user and first characters (never the token itself)."""
+
+    async def action(config: Config, store: Store) -> list[dict[str, Any]]:
+        return [views.token_view(row) for row in await api_store.token_rows(store, user)]
+
+    rows = with_store(config_dir, action)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "API tokens",
+        ["id", "user", "starts with", "created", "revoked"],
+        [[r["id"], r["user"], r["prefix"], r["created_at"], r["revoked_at"]] for r in rows],
+    )
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id", type=int)
+@config_option
+@guarded
+def tokens_revoke(token_id: int, config_dir: Path) -> None:
+    """Revoke a token: requests with it are refused from now on."""
+
+    async def action(config: Config, store: Store) -> bool:
+        return await api_store.revoke_token(store, token_id)
+
+    if not with_store(config_dir, action):
+        fail(f"no active token {token_id}")
+    click.echo(f"token {token_id} revoked")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -176,3 +176,14 @@ def activity_view(row: Row[Any]) -> dict[str, Any]:
 def contact_detail(row: Row[Any], activity: Sequence[Row[Any]]) -> dict[str, Any]:
     """A contact with its activity, oldest first (`contacts show --json`)."""
     return {**contact_view(row), "activity": [activity_view(a) for a in activity]}
+
+
+def token_view(row: Row[Any]) -> dict[str, Any]:
+    """An API token as `tokens list --json` shows it: never the token or its digest."""
+    return {
+        "id": row.id,
+        "user": row.user_id,
+        "prefix": row.prefix,
+        "created_at": iso(row.created_at),
+        "revoked_at": iso(row.revoked_at),
+    }

@@ -10,6 +10,7 @@ import smtplib
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +91,8 @@ def main() -> None:
         wait_until_processed(env)
         print(mailgateway("conversations", "list", "--config", args.config, env=env))
         print(mailgateway("conversations", "show", "1", "--config", args.config, env=env))
+        with urllib.request.urlopen("http://127.0.0.1:8025/healthz", timeout=10) as health:
+            print(f"GET /healthz: {health.status} {health.read().decode()}")
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=30)

@@ -67,6 +67,7 @@ def write_config(
             toml_section("smtp", {**SMTP_DEFAULTS, **smtp}),
             toml_section("database", {"url": db_url}),
             toml_section("worker", {"poll_interval": 0.1, "retry_delay": 0.1, **(worker or {})}),
+            toml_section("http", {"listen": "127.0.0.1:0"}),
         ]
     )
     (directory / "mailgateway.toml").write_text(gateway)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailgateway import metrics
 from mailgateway.assignment import NewConversation, route_new_conversation
 from mailgateway.auth import DkimVerifier, determine_origin
 from mailgateway.config import Config, WorkerConfig
@@ -378,6 +380,7 @@ class InboundWorker:
         self.name = worker_name()
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
+        self.claimed_at = time.monotonic()
 
     def reconfigure(self, config: Config) -> None:
         """Take up a reloaded configuration (users and inbox addresses)."""
@@ -438,6 +441,7 @@ class InboundWorker:
         batch = await self.store.claim(
             self.name, self.settings.batch_size, self.settings.max_attempts
         )
+        self.claimed_at = time.monotonic()
         admitted = [item for item in batch if await self.admit(item)]
         for start in range(0, len(admitted), TRANSACTION_SIZE):
             if self.stopping.is_set():
@@ -499,7 +503,9 @@ class InboundWorker:
         return outcome
 
     def log_stored(self, item: ClaimedItem, outcome: Outcome) -> None:
-        """One event per stored message."""
+        """One event (and the metrics) per stored message."""
+        metrics.INBOUND_STORED.inc()
+        metrics.PROCESSING_SECONDS.observe(time.monotonic() - self.claimed_at)
         log.info(
             "message.stored",
             queue_id=item.id,
@@ -560,4 +566,5 @@ class InboundWorker:
             state=QueueState.HELD if hold else QueueState.QUEUED,
             error=type(error).__name__,
         )
+        metrics.INBOUND_FAILED.labels(state=QueueState.HELD if hold else QueueState.QUEUED).inc()
         await self.store.fail(item.id, reason, hold=hold, retry_at=retry_at)

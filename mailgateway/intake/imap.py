@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from mailgateway import metrics
 from mailgateway.config import ChannelConfig, ChannelStatus, Config, ImapConfig
 from mailgateway.domain import ChannelState, ImapOutcome
 from mailgateway.intake.imapclient import (
@@ -132,6 +133,7 @@ class ChannelPoller:
             failures=failures,
             delay=round(delay, 2),
         )
+        metrics.IMAP_ERRORS.labels(self.mailbox.inbox, self.mailbox.channel).inc()
         await self.health(state, error=text)
         await asyncio.sleep(delay)
         return failures
@@ -139,7 +141,9 @@ class ChannelPoller:
     async def health(
         self, state: ChannelState, *, error: str | None = None, success: bool = False
     ) -> None:
-        """Record the channel's health; a database fault here is only logged."""
+        """Record the channel's health (and its metric); a database fault here is only logged."""
+        labels = metrics.IMAP_CHANNEL_UP.labels(self.mailbox.inbox, self.mailbox.channel)
+        labels.set(1 if state is ChannelState.OK else 0)
         try:
             await self.channels.set_health(
                 self.mailbox.channel, state, error=error, success=success
@@ -258,6 +262,7 @@ class ChannelPoller:
             size=len(data),
         )
         if outcome is ImapOutcome.QUEUED:
+            metrics.IMAP_FETCHED.labels(self.mailbox.inbox, self.mailbox.channel).inc()
             self.on_commit()
         return outcome
 

@@ -10,6 +10,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mailgateway import metrics
 from mailgateway.config import Config, SmtpConfig
 from mailgateway.intake.batch import GroupCommit
 from mailgateway.logs import get_logger
@@ -207,6 +208,7 @@ class IntakeHandler:
             log.error("intake.commit_failed", error=type(error).__name__)
             return TEMPORARY_FAILURE
         self.on_commit()
+        metrics.SMTP_ACCEPTED.inc()
         queued = " ".join(str(queue_id) for queue_id in ids)
         log.info(
             "message.accepted",
@@ -273,6 +275,7 @@ class GatewaySMTP(SMTP):
             if not self.limiter.acquire(client):
                 self.refused = True
                 log.warning("intake.connection_refused", client=client)
+                metrics.count_reply(TOO_MANY_CONNECTIONS.decode())
                 transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
                 transport.close()
                 return
@@ -315,10 +318,9 @@ class GatewaySMTP(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         """Send a reply, with enhanced status codes on aiosmtpd's own replies."""
-        if isinstance(status, str):
-            await super().push(ENHANCED_REPLIES.get(status, status))
-        else:
-            await super().push(status)
+        reply = ENHANCED_REPLIES.get(status, status) if isinstance(status, str) else status
+        metrics.count_reply(reply if isinstance(reply, str) else reply.decode("ascii", "replace"))
+        await super().push(reply)
 
 
 def tls_context(smtp: SmtpConfig) -> ssl.SSLContext | None:

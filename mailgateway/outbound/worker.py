@@ -9,6 +9,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+from mailgateway import metrics
 from mailgateway.config import ChannelStatus, Config
 from mailgateway.domain import OutboundState
 from mailgateway.errors import ConfigError, TemporaryError
@@ -153,6 +154,7 @@ class OutboundWorker:
         text = clean_text(reason, limit=REASON_LIMIT)
         scrub = item.sensitive and state in (OutboundState.SENT, OutboundState.FAILED)
         await self.queue.record(item.id, state, text, scrub=scrub)
+        metrics.count_outbound(state)
         event = log.info if state is OutboundState.SENT else log.warning
         event(
             f"outbound.{state}", queue_id=item.id, kind=item.kind, attempt=item.attempts, reply=text
@@ -170,6 +172,7 @@ class OutboundWorker:
         retry_at = now + backoff(settings.retry_delay, settings.max_retry_delay, item.attempts)
         text = clean_text(str(error), limit=REASON_LIMIT)
         await self.queue.record(item.id, OutboundState.DEFERRED, text, next_attempt_at=retry_at)
+        metrics.count_outbound(OutboundState.DEFERRED)
         log.warning(
             "outbound.deferred",
             queue_id=item.id,

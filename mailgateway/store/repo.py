@@ -451,6 +451,7 @@ class Store:
         assignee: str | None = None,
         limit: int | None = None,
         ids: Sequence[int] | None = None,
+        inboxes: Sequence[str] | None = None,
     ) -> list[Row[Any]]:
         """Conversations with their contact, newest activity first, filtered as asked."""
         statement = (
@@ -473,6 +474,8 @@ class Store:
                 statement = statement.where(conversations.c[column] == value)
         if ids is not None:
             statement = statement.where(conversations.c.id.in_(list(ids)))
+        if inboxes is not None:
+            statement = statement.where(conversations.c.inbox.in_(list(inboxes)))
         if limit is not None:
             statement = statement.limit(limit)
         async with self.engine.connect() as connection:

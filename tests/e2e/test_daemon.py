@@ -2,170 +2,78 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
 import smtplib
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
-from mailgateway.store.db import create_engine
-from mailgateway.store.repo import Store
+from tests.e2e.daemon import Daemon, rows, send, wait_processed
 from tests.support import SUPPORT, make_message
-
-DAEMON_START = 30.0
-
-
-class Daemon:
-    """`mailgateway serve` in a child process, its JSON log in a file."""
-
-    def __init__(self, config_dir: Path, log: Path) -> None:
-        self.log = log
-        self.handle = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mailgateway", "serve", "--config", str(config_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.handle,
-            env={k: v for k, v in os.environ.items() if k != "MAILGATEWAY_DATABASE_URL"},
-        )
-        self.port = self._wait_started()
-
-    def events(self) -> list[dict[str, Any]]:
-        """The log's JSON events so far."""
-        lines = self.log.read_text(errors="replace").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def _wait_started(self) -> int:
-        """The SMTP port, once the daemon logs that it listens."""
-        deadline = time.monotonic() + DAEMON_START
-        while time.monotonic() < deadline:
-            for event in self.events():
-                if event.get("event") == "gateway.started":
-                    return int(event["listen"].split(",")[0].rsplit(":", 1)[1])
-            if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited: {self.log.read_text()}")
-            time.sleep(0.05)
-        raise AssertionError("daemon did not start")
-
-    def wait_event(self, name: str, count: int = 1) -> None:
-        """Wait until the log holds `count` events of that name."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if sum(event["event"] == name for event in self.events()) >= count:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no {name} event in {self.log.read_text()}")
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send a signal and wait for the exit status."""
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout=30)
-        self.handle.close()
-        return code
-
-
-def send(port: int, raw: bytes, rcpt: str = SUPPORT) -> tuple[int, str]:
-    """One message over SMTP; the reply to the final dot (or to RCPT when refused there)."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.ehlo("client.test")
-        client.mail("john@customer.test")
-        code, text = client.rcpt(rcpt)
-        if code != 250:
-            return code, text.decode()
-        code, text = client.data(raw)
-        return code, text.decode()
-
-
-def rows(db_url: str) -> list[Any]:
-    """Every inbound queue row in the database."""
-
-    async def read() -> list[Any]:
-        store = Store(create_engine(db_url))
-        try:
-            return await store.queue_rows()
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
-
-
-def wait_processed(db_url: str, count: int) -> None:
-    """Wait until `count` rows are done."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if sum(row.state == "done" for row in rows(db_url)) >= count:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not processed: {[row.state for row in rows(db_url)]}")
 
 
 def test_sigkill_right_after_250_keeps_message(
     config_dir: Path, db_url: str, tmp_path: Path
 ) -> None:
     """A message answered 250 is in the database after SIGKILL, and is processed after restart."""
-    daemon = Daemon(config_dir, tmp_path / "daemon.log")
-    code, text = send(daemon.port, make_message(subject="survives kill -9"))
-    daemon.process.kill()
-    daemon.process.wait(timeout=10)
+    with Daemon(config_dir, tmp_path / "daemon.log") as daemon:
+        code, text = send(daemon.port, make_message(subject="survives kill -9"))
+        daemon.process.kill()
+        daemon.process.wait(timeout=10)
     assert code == 250
     queue_id = int(text.rsplit(" ", 1)[1])
     assert [row.id for row in rows(db_url)] == [queue_id]
-    restarted = Daemon(config_dir, tmp_path / "daemon2.log")
-    wait_processed(db_url, 1)
-    assert restarted.stop() == 0
+    with Daemon(config_dir, tmp_path / "daemon2.log") as restarted:
+        wait_processed(db_url, 1)
+        assert restarted.stop() == 0
 
 
 def test_sigterm_finishes_and_exits_zero(config_dir: Path, db_url: str, tmp_path: Path) -> None:
     """SIGTERM stops intake, finishes in-flight work and exits 0; every accepted message stays."""
-    daemon = Daemon(config_dir, tmp_path / "daemon.log")
-    accepted = [send(daemon.port, make_message(subject=f"m{n}")) for n in range(10)]
-    assert all(code == 250 for code, _ in accepted)
-    assert daemon.stop() == 0
-    assert len(rows(db_url)) == 10
-    assert {row.state for row in rows(db_url)} <= {"queued", "done"}
-    assert "gateway.stopped" in [event["event"] for event in daemon.events()]
-    try:
-        send(daemon.port, make_message())
-        raise AssertionError("a stopped daemon accepted mail")
-    except OSError:
-        pass
+    with Daemon(config_dir, tmp_path / "daemon.log") as daemon:
+        accepted = [send(daemon.port, make_message(subject=f"m{n}")) for n in range(10)]
+        assert all(code == 250 for code, _ in accepted)
+        assert daemon.stop() == 0
+        assert len(rows(db_url)) == 10
+        assert {row.state for row in rows(db_url)} <= {"queued", "done"}
+        assert "gateway.stopped" in [event["event"] for event in daemon.events()]
+        try:
+            send(daemon.port, make_message())
+            raise AssertionError("a stopped daemon accepted mail")
+        except OSError:
+            pass
 
 
 def test_log_is_one_json_event_per_line(config_dir: Path, tmp_path: Path) -> None:
     """Row 49: hostile envelope values (ANSI escapes, long strings) stay one escaped JSON line."""
-    daemon = Daemon(config_dir, tmp_path / "daemon.log")
-    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=10) as client:
-        client.ehlo("client.test")
-        client.mail("\x1b[31mred" + "x" * 150 + "@customer.test")
-        client.rcpt(SUPPORT)
-        client.data(make_message(subject="=?utf-8?q?a=0D=0AInjected:_yes?="))
-    assert daemon.stop() == 0
-    text = daemon.log.read_text()
-    assert "\x1b" not in text
-    for line in text.splitlines():
-        event = json.loads(line)
-        assert isinstance(event, dict) and "event" in event
-    accepted = [e for e in daemon.events() if e["event"] == "message.accepted"]
-    assert len(accepted) == 1 and accepted[0]["mail_from"].startswith("\x1b")
+    with Daemon(config_dir, tmp_path / "daemon.log") as daemon:
+        with smtplib.SMTP("127.0.0.1", daemon.port, timeout=10) as client:
+            client.ehlo("client.test")
+            client.mail("\x1b[31mred" + "x" * 150 + "@customer.test")
+            client.rcpt(SUPPORT)
+            client.data(make_message(subject="=?utf-8?q?a=0D=0AInjected:_yes?="))
+        assert daemon.stop() == 0
+        text = daemon.log.read_text()
+        assert "\x1b" not in text
+        for line in text.splitlines():
+            event = json.loads(line)
+            assert isinstance(event, dict) and "event" in event
+        accepted = [e for e in daemon.events() if e["event"] == "message.accepted"]
+        assert len(accepted) == 1 and accepted[0]["mail_from"].startswith("\x1b")
 
 
 def test_sighup_reloads_and_refuses_invalid(config_dir: Path, tmp_path: Path) -> None:
     """SIGHUP picks up a new inbox; an invalid configuration is refused and the old one stays."""
     billing = "billing@acme.inbox.example.net"
-    daemon = Daemon(config_dir, tmp_path / "daemon.log")
-    assert send(daemon.port, make_message(), billing)[0] == 550
-    (config_dir / "inboxes" / "billing.toml").write_text('name = "Billing"\n')
-    daemon.process.send_signal(signal.SIGHUP)
-    daemon.wait_event("config.reloaded")
-    assert send(daemon.port, make_message(subject="after reload"), billing)[0] == 250
-    (config_dir / "inboxes" / "broken.toml").write_text('nmae = "typo"\n')
-    daemon.process.send_signal(signal.SIGHUP)
-    daemon.wait_event("config.reload_refused")
-    assert send(daemon.port, make_message(subject="old config stays"), billing)[0] == 250
-    refused = [e for e in daemon.events() if e["event"] == "config.reload_refused"]
-    assert "inboxes/broken.toml" in refused[0]["error"]
-    assert daemon.stop() == 0
+    with Daemon(config_dir, tmp_path / "daemon.log") as daemon:
+        assert send(daemon.port, make_message(), billing)[0] == 550
+        (config_dir / "inboxes" / "billing.toml").write_text('name = "Billing"\n')
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_event("config.reloaded")
+        assert send(daemon.port, make_message(subject="after reload"), billing)[0] == 250
+        (config_dir / "inboxes" / "broken.toml").write_text('nmae = "typo"\n')
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_event("config.reload_refused")
+        assert send(daemon.port, make_message(subject="old config stays"), billing)[0] == 250
+        refused = [e for e in daemon.events() if e["event"] == "config.reload_refused"]
+        assert "inboxes/broken.toml" in refused[0]["error"]
+        assert daemon.stop() == 0

@@ -412,3 +412,29 @@ def _uids_by_subject(server: Dovecot, account: Account, subject: str) -> list[tu
         imap.select("INBOX")
         _, data = imap.uid("SEARCH", "SUBJECT", f'"{subject}"')
     return [(int(uid), subject) for uid in data[0].split()]
+
+
+async def test_poller_sets_channel_metrics(
+    tmp_path: Path, db_url: str, store: Store, dovecot: Dovecot, mail_account: Account
+) -> None:
+    """A healthy pass marks the channel up and counts each fetched message in /metrics."""
+    from mailgateway import metrics
+
+    def sample(name: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(name, {"inbox": "support", "channel": ADDRESS})
+        return value or 0.0
+
+    async def channel_up() -> bool:
+        return sample("mailgateway_imap_channel_up") == 1
+
+    before = sample("mailgateway_imap_fetched_total")
+    dovecot.append(
+        mail_account, make_message(subject="counted 1"), make_message(subject="counted 2")
+    )
+    config = loaded(write_channel_config(tmp_path / "c", db_url, dovecot, mail_account))
+    poller = poller_for(config, store)
+    async with running(poller):
+        await wait_for(synced(poller), what="first pass")
+        await wait_for(channel_up, what="channel up")
+    assert sample("mailgateway_imap_fetched_total") - before == 2
+    assert sample("mailgateway_imap_channel_up") == 0  # stopped

