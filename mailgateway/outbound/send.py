@@ -42,6 +42,7 @@ class Route:
     timeout: float
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    ca_file: str = ""  # a PEM bundle to trust instead of the system's CAs
 
 
 def smarthost_route(settings: OutboundConfig, helo: str) -> Route:
@@ -52,7 +53,7 @@ def smarthost_route(settings: OutboundConfig, helo: str) -> Route:
 
 
 def channel_route(server: MailServerConfig, helo: str, timeout: float) -> Route:
-    """A team email channel's submission server, with its TLS mode and AUTH."""
+    """A team email channel's submission server, with its TLS mode, AUTH and CA file."""
     return Route(
         server.host,
         server.port,
@@ -61,6 +62,7 @@ def channel_route(server: MailServerConfig, helo: str, timeout: float) -> Route:
         timeout,
         username=server.user,
         password=server.read_password(),
+        ca_file=server.ca_file,
     )
 
 
@@ -119,6 +121,7 @@ async def deliver(route: Route, sender: str, recipients: Sequence[str], data: by
         use_tls=route.tls is TlsMode.IMPLICIT,
         start_tls=route.tls is TlsMode.STARTTLS,
         timeout=route.timeout,
+        cert_bundle=route.ca_file or None,
     )
     try:  # sendmail, not aiosmtplib.send: that refuses the null sender <>
         await client.connect()
