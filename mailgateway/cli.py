@@ -48,6 +48,7 @@ from mailgateway.outbound import identity, sign
 from mailgateway.store import api as api_store
 from mailgateway.store import routing
 from mailgateway.store.channels import Health
+from mailgateway.store.channelsend import Sending, read_sending
 from mailgateway.store.db import upgrade
 from mailgateway.store.outbound import OutboundStore
 from mailgateway.store.repo import Store, upsert_contact
@@ -225,9 +226,13 @@ def channel_health_view(channel: ChannelConfig, health: Mapping[str, Health]) ->
 
 
 def inbox_view(
-    config: Config, slug: str, health: Mapping[str, Health] | None = None
+    config: Config,
+    slug: str,
+    health: Mapping[str, Health] | None = None,
+    sending: Mapping[str, Sending] | None = None,
 ) -> dict[str, Any]:
-    """An inbox as `inboxes list --json` shows it (channel health as last recorded)."""
+    """An inbox as `inboxes list --json` shows it (channel health as last recorded, and how
+    sending through each team channel fares)."""
     inbox = config.inboxes[slug]
     return {
         "slug": inbox.slug,
@@ -248,6 +253,9 @@ def inbox_view(
                     "address": channel.address,
                     "status": str(channel.status),
                     **channel_health_view(channel, health or {}),
+                    "sending": views.sending_view(
+                        (sending or {}).get(channel.address.lower(), Sending())
+                    ),
                 }
                 for channel in inbox.channels
             ),
@@ -263,7 +271,8 @@ def inboxes_list(config_dir: Path, as_json: bool) -> None:
     """The inboxes with their forwarding addresses and channels."""
     config = load_config(config_dir)
     health = asyncio.run(read_health(config))
-    rows = [inbox_view(config, slug, health) for slug in config.inboxes]
+    sending = asyncio.run(read_sending(config))
+    rows = [inbox_view(config, slug, health, sending) for slug in config.inboxes]
     if as_json:
         print_json(rows)
         return

@@ -696,6 +696,7 @@ class ChannelConfig(_Model):
     move_to: OptionalFolder = ""
     idle: Flag = True
     poll_interval: Seconds = 60.0
+    sent_folder: OptionalFolder = ""
 
     @field_validator("move_to")
     @classmethod
@@ -703,6 +704,14 @@ class ChannelConfig(_Model):
         """Fetched mail is moved to another folder than the one watched."""
         if value and value == info.data.get("folder"):
             raise ValueError("must differ from folder (leave empty to mark mail seen instead)")
+        return value
+
+    @field_validator("sent_folder")
+    @classmethod
+    def _sent_elsewhere(cls, value: str, info: ValidationInfo) -> str:
+        """Copies of sent replies never go to the watched folder (they would come back in)."""
+        if value and value == info.data.get("folder"):
+            raise ValueError("must differ from folder (sent replies would be fetched as new mail)")
         return value
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from email.utils import make_msgid
 from typing import Any
 
-from mailgateway.config import Config
+from mailgateway.config import Config, InboxConfig
 from mailgateway.domain import Address, Attribution, Direction, OutboundKind, ThreadReason
 from mailgateway.errors import RefusedError
 from mailgateway.inbound.parse import normalize_message_id
@@ -79,6 +79,15 @@ def message_values(reply: render.Reply, inbox: str, when: datetime) -> dict[str,
     }
 
 
+def reply_address(inbox: InboxConfig, reply_token: str, sender: Sender) -> str | None:
+    """Reply-To (and envelope sender) of a reply from the fallback email: the inbox's address
+    with the reply token. A reply from a team mailbox has none: answers and bounces go to that
+    mailbox, which the channel fetches (the forwarding address may not even take mail)."""
+    if sender.transport != SMARTHOST:
+        return None
+    return identity.reply_address(inbox, reply_token)
+
+
 async def queue_reply(config: Config, store: Store, request: ReplyRequest) -> QueuedReply:
     """Check, render, store and queue a reply; RefusedError (nothing written) when the user,
     the channel or the from address may not send."""
@@ -107,7 +116,7 @@ async def queue_reply(config: Config, store: Store, request: ReplyRequest) -> Qu
         msg = "the reply text is empty"
         raise RefusedError(msg)
     now = utcnow()
-    reply_to = identity.reply_address(inbox, conversation.reply_token)
+    reply_to = reply_address(inbox, conversation.reply_token, sender)
     reply = render.Reply(
         sender=sender,
         to=Address(context.contact_email, context.contact_name),
@@ -123,7 +132,7 @@ async def queue_reply(config: Config, store: Store, request: ReplyRequest) -> Qu
     outgoing = Outgoing(
         data=data,
         kind=OutboundKind.REPLY,
-        mail_from=reply_to if sender.transport == SMARTHOST else sender.address,
+        mail_from=reply_to or sender.address,
         rcpt_to=(context.contact_email,),
         transport=sender.transport,
         inbox=inbox.slug,

@@ -8,6 +8,10 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from mailgateway.store.channelsend import Sending
+
+SMARTHOST = "smarthost"  # an outbound row's transport when it leaves by the smarthost
+
 
 def iso(value: datetime | None) -> str | None:
     """An ISO 8601 timestamp, or None."""
@@ -111,6 +115,7 @@ def outbound_queue_view(row: Row[Any]) -> dict[str, Any]:
         "conversation_id": row.conversation_id,
         "author": row.author,
         "transport": row.transport,
+        "channel": None if row.transport == SMARTHOST else row.transport,
         "mail_from": row.mail_from,
         "rcpt_to": ", ".join(row.rcpt_to),
         "size": row.size,
@@ -119,6 +124,17 @@ def outbound_queue_view(row: Row[Any]) -> dict[str, Any]:
         "next_attempt_at": iso(row.next_attempt_at),
         "sent_at": iso(row.sent_at),
         "created_at": iso(row.created_at),
+    }
+
+
+def sending_view(sending: Sending) -> dict[str, Any]:
+    """A team channel's sending side, from its outbound rows, for `inboxes list`."""
+    return {
+        "last_sent_at": iso(sending.last_sent_at),
+        "waiting": sending.waiting,
+        "held": sending.held,
+        "last_error": sending.last_error,
+        "last_error_at": iso(sending.last_error_at),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,16 +40,19 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     login: str | None
+    tls: bool = False
 
 
 @dataclass
 class SmtpSink:
     """A recording aiosmtpd server on 127.0.0.1: answers DATA from a script (then 250),
-    optionally refuses every RCPT, optionally checks AUTH PLAIN/LOGIN credentials."""
+    optionally refuses every RCPT, optionally checks AUTH PLAIN/LOGIN credentials, optionally
+    requires STARTTLS (and then AUTH only over TLS)."""
 
     data_replies: list[str] = field(default_factory=list)
     rcpt_reply: str | None = None
     credentials: tuple[str, str] | None = None
+    tls_context: ssl.SSLContext | None = None
     messages: list[Received] = field(default_factory=list)
     data_attempts: int = 0
     connections: int = 0
@@ -69,8 +73,9 @@ class SmtpSink:
         reply = self.data_replies.pop(0) if self.data_replies else "250 2.0.0 Ok: queued"
         if reply.startswith("250"):
             login = session.auth_data.login.decode() if session.authenticated else None
+            tls = session.ssl is not None
             self.messages.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, login)
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, login, tls)
             )
         return reply
 
@@ -90,6 +95,12 @@ class SmtpSink:
         options: dict[str, Any] = {"hostname": "sink.test", "timeout": 10}
         if self.credentials is not None:
             options |= {"authenticator": self.authenticate, "auth_require_tls": False}
+        if self.tls_context is not None:
+            options |= {
+                "tls_context": self.tls_context,
+                "require_starttls": True,
+                "auth_require_tls": True,
+            }
         return SMTP(self, **options)
 
     async def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
@@ -185,4 +196,3 @@ async def drain(worker: OutboundWorker, rounds: int = 50, pause: float = 0.05) -
         if idle >= 2 and not await worker.queue.rows(["queued", "deferred", "active"]):
             return
         await asyncio.sleep(pause)
-

@@ -45,7 +45,7 @@ def stage_modules() -> list[Path]:
         path
         for folder in ("inbound", "outbound")
         for path in (PACKAGE / folder).glob("*.py")
-        if path.stem not in WORKERS and path.stem not in {"__init__", "send", "sign"}
+        if path.stem not in WORKERS and path.stem not in {"__init__", "send", "sign", "sentcopy"}
     )
 
 

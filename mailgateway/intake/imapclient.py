@@ -43,6 +43,10 @@ class ConnectionLost(ImapError):
     """The connection closed (the server said BYE, restarted, or the network broke)."""
 
 
+class FolderMissing(ImapError):
+    """The folder does not exist and can be created ([TRYCREATE])."""
+
+
 class AuthenticationFailed(PermanentError):
     """The server refused the channel's user name and password."""
 
@@ -278,8 +282,17 @@ class ImapSession:
             await self.ok(self.client.uid("expunge", uid_set(uids)), "UID EXPUNGE")
 
     async def append(self, folder: str, data: bytes, flags: str | None = None) -> None:
-        """Add a message to a folder (a Sent folder, or test mail)."""
-        await self.ok(self.client.append(data, mailbox=quote(folder), flags=flags), "APPEND")
+        """Add a message to a folder (a Sent folder, or test mail); FolderMissing when the
+        server answers that the folder must be created first ([TRYCREATE])."""
+        response = await self.bounded(self.client.append(data, mailbox=quote(folder), flags=flags))
+        if response.result != "OK":
+            text = server_text(response.lines)
+            refused = FolderMissing if "[TRYCREATE]" in text.upper() else ImapError
+            raise refused(f"APPEND refused: {text}")
+
+    async def create(self, folder: str) -> None:
+        """Create a folder."""
+        await self.ok(self.client.create(quote(folder)), f"CREATE {folder}")
 
     async def noop(self) -> None:
         """Ask the server for news (and prove the connection alive)."""

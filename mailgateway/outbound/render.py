@@ -49,7 +49,7 @@ class Reply:
     text: str
     html: str | None
     parent: Parent | None
-    reply_to: str
+    reply_to: str | None  # None: answers go to the From address (a team mailbox)
     message_id: str
     date: datetime
 
@@ -145,7 +145,8 @@ def _ids(role: str, ids: Sequence[str]) -> str:
 
 def render_reply(reply: Reply) -> EmailMessage:
     """The reply as a MIME message: From, To, Subject, Date, Message-ID, In-Reply-To and
-    References, Reply-To, text and HTML alternatives. No Auto-Submitted: a human wrote it."""
+    References, Reply-To (when set), text and HTML alternatives. No Auto-Submitted: a human
+    wrote it."""
     message = EmailMessage(policy=WIRE)
     message["From"] = _mailbox("From", reply.sender.name, reply.sender.address)
     message["To"] = _mailbox("To", reply.to.name, reply.to.email)
@@ -155,7 +156,8 @@ def render_reply(reply: Reply) -> EmailMessage:
     if reply.parent is not None:
         message["In-Reply-To"] = check_header("In-Reply-To", reply.parent.message_id)
         message["References"] = _ids("References", references_for(reply.parent))
-    message["Reply-To"] = _mailbox("Reply-To", "", reply.reply_to)
+    if reply.reply_to is not None:
+        message["Reply-To"] = _mailbox("Reply-To", "", reply.reply_to)
     signature = reply.sender.signature
     message.set_content(text_body(reply.text, signature), cte="quoted-printable")
     message.add_alternative(

@@ -42,6 +42,7 @@ class Route:
     timeout: float
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    ca_file: str = ""  # a PEM bundle to trust instead of the system's CAs
 
 
 def smarthost_route(settings: OutboundConfig, helo: str) -> Route:
@@ -52,7 +53,7 @@ def smarthost_route(settings: OutboundConfig, helo: str) -> Route:
 
 
 def channel_route(server: MailServerConfig, helo: str, timeout: float) -> Route:
-    """A team email channel's submission server, with its TLS mode and AUTH."""
+    """A team email channel's submission server, with its TLS mode, AUTH and CA file."""
     return Route(
         server.host,
         server.port,
@@ -61,6 +62,7 @@ def channel_route(server: MailServerConfig, helo: str, timeout: float) -> Route:
         timeout,
         username=server.user,
         password=server.read_password(),
+        ca_file=server.ca_file,
     )
 
 
@@ -106,6 +108,19 @@ def translate(error: Exception) -> Exception:
     return error
 
 
+async def log_in(client: aiosmtplib.SMTP, route: Route) -> None:
+    """AUTH as the route's user (after STARTTLS); a server that offers no AUTH is a wrong
+    route (held), not a server to try again for days."""
+    if route.username is None:
+        return
+    if client.last_ehlo_response is None:  # STARTTLS forgets what was offered before it
+        await client.ehlo()
+    if not client.supports_extension("auth"):
+        msg = "the server offers no AUTH (check the channel's smtp port and tls)"
+        raise RouteRefused(msg)
+    await client.login(route.username, route.password or "")
+
+
 async def deliver(route: Route, sender: str, recipients: Sequence[str], data: bytes) -> str:
     """Send one message (line endings normalised, dots stuffed by aiosmtplib); returns the
     server's reply to the data. Raises DeliveryDeferred, DeliveryFailed or RouteRefused."""
@@ -114,14 +129,14 @@ async def deliver(route: Route, sender: str, recipients: Sequence[str], data: by
         hostname=route.host,
         port=route.port,
         local_hostname=route.helo,
-        username=route.username,
-        password=route.password,
         use_tls=route.tls is TlsMode.IMPLICIT,
         start_tls=route.tls is TlsMode.STARTTLS,
         timeout=route.timeout,
+        cert_bundle=route.ca_file or None,
     )
     try:  # sendmail, not aiosmtplib.send: that refuses the null sender <>
         await client.connect()
+        await log_in(client, route)
         refused, reply = await client.sendmail(sender, list(recipients), data)
     except Exception as error:
         client.close()

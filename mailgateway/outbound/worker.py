@@ -10,14 +10,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from mailgateway import metrics
-from mailgateway.config import ChannelStatus, Config
+from mailgateway.config import ChannelConfig, ChannelStatus, Config
 from mailgateway.domain import OutboundState
 from mailgateway.errors import ConfigError, TemporaryError
 from mailgateway.inbound.parse import clean_text
 from mailgateway.logs import get_logger
 from mailgateway.outbound import send
 from mailgateway.outbound.identity import SMARTHOST
+from mailgateway.outbound.sentcopy import SentCopies, SentCopy
 from mailgateway.outbound.sign import Signer, load_signer
+from mailgateway.store.channelsend import note_copy_failed
 from mailgateway.store.outbound import ClaimedOutbound, OutboundStore
 from mailgateway.store.repo import Store
 from mailgateway.store.schema import utcnow
@@ -25,6 +27,7 @@ from mailgateway.store.schema import utcnow
 log = get_logger(__name__)
 
 STALE_CLAIM = timedelta(minutes=10)
+COPY_GRACE = 5.0  # seconds copies to Sent folders may still take when the worker stops
 REASON_LIMIT = 500
 Deliver = Callable[[send.Route, str, Sequence[str], bytes], Awaitable[str]]
 
@@ -58,6 +61,7 @@ class OutboundWorker:
         self.name = worker_name()
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
+        self.copies = SentCopies(lambda *failure: note_copy_failed(store, *failure))
         if signer is None:
             log.warning("outbound.unsigned", reason="no [outbound] dkim_key configured")
 
@@ -91,6 +95,7 @@ class OutboundWorker:
             if done == 0 and not self.stopping.is_set():
                 await self._sleep()
         await self.queue.release_claims(self.name)
+        await self.copies.drain(COPY_GRACE)
 
     async def _sleep(self) -> None:
         """Wait for new work or the next poll."""
@@ -118,34 +123,48 @@ class OutboundWorker:
         helo = gateway.smtp.hostname
         if transport == SMARTHOST:
             return send.smarthost_route(gateway.outbound, helo)
+        channel = self.channel(transport)
+        if channel is None:
+            msg = f"channel {transport} is not configured"
+            raise send.RouteRefused(msg)
+        if channel.status is ChannelStatus.DISABLED:
+            msg = f"channel {channel.address} is disabled"
+            raise send.RouteRefused(msg)
+        return send.channel_route(channel.smtp, helo, gateway.outbound.timeout)
+
+    def channel(self, transport: str) -> ChannelConfig | None:
+        """The team channel a row's transport names, if it is configured."""
+        wanted = transport.lower()
         for inbox in self.config.inboxes.values():
             for channel in inbox.channels:
-                if channel.address.lower() == transport.lower():
-                    if channel.status is ChannelStatus.DISABLED:
-                        msg = f"channel {channel.address} is disabled"
-                        raise send.RouteRefused(msg)
-                    return send.channel_route(channel.smtp, helo, gateway.outbound.timeout)
-        msg = f"channel {transport} is not configured"
-        raise send.RouteRefused(msg)
+                if channel.address.lower() == wanted:
+                    return channel
+        return None
 
-    async def attempt(self, item: ClaimedOutbound) -> str:
-        """Sign and send one message; the server's reply, or the project's error."""
+    async def attempt(self, item: ClaimedOutbound) -> tuple[str, bytes]:
+        """Sign and send one message; the server's reply and the bytes sent, or the project's
+        error."""
         send.check_envelope(item.mail_from, item.rcpt_to)
         route = self.route(item.transport)
         data = item.data if self.signer is None else await self.signer.sign(item.data)
-        return await self.deliver(route, item.mail_from, item.rcpt_to, data)
+        return await self.deliver(route, item.mail_from, item.rcpt_to, data), data
 
     async def process(self, item: ClaimedOutbound) -> OutboundState:
-        """Send one row and record what became of it."""
+        """Send one row and record what became of it; then file a copy of a channel reply in
+        the channel's Sent folder (after the row is recorded sent: a copy never resends)."""
         try:
-            reply = await self.attempt(item)
+            reply, data = await self.attempt(item)
         except TemporaryError as error:
             return await self._deferred(item, error)
         except send.DeliveryFailed as error:
             return await self._final(item, OutboundState.FAILED, str(error))
         except Exception as error:  # signing, route, envelope or a bug: a human must look
             return await self._final(item, OutboundState.HELD, f"{type(error).__name__}: {error}")
-        return await self._final(item, OutboundState.SENT, reply)
+        state = await self._final(item, OutboundState.SENT, reply)
+        channel = None if item.transport == SMARTHOST else self.channel(item.transport)
+        if channel is not None and channel.sent_folder:
+            self.copies.save(SentCopy(item.id, channel, self.config.gateway.imap, data))
+        return state
 
     async def _final(
         self, item: ClaimedOutbound, state: OutboundState, reason: str
