@@ -143,11 +143,14 @@ def test_literal_size_is_read_from_the_line_end() -> None:
         (b"Message-ID: not an id\r\n\r\n", "", ""),
         (b"Message-ID: <a@b.test>\r\n injected: yes\r\n\r\n", "", ""),
         (b"\xff\xfe garbage without headers", "", ""),
+        (b"From: Mary <Mary@Client.test>\r\n\r\nhi", "", "Mary@Client.test"),
+        (b"Return-Path: <>\r\nFrom: MAILER-DAEMON@x.test\r\n\r\nbounce", "", ""),
     ],
 )
 def test_header_facts(raw: bytes, message_id: str, return_path: str) -> None:
-    """Message-ID is normalized as the parse stage does ('' when absent or not an id), the
-    Return-Path is an address; any bytes are accepted."""
+    """Message-ID is normalized as the parse stage does ('' when absent or not an id); the
+    envelope sender is the Return-Path ('' for `<>`), else the From address (mail a client
+    APPENDed is not a null sender); any bytes are accepted."""
     facts = header_facts(raw)
     assert (facts.message_id, facts.return_path) == (message_id, return_path)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailgateway.config import WorkerConfig
+from mailgateway.config import WorkerConfig, load_config
 from mailgateway.inbound.worker import InboundWorker
 from mailgateway.store.repo import Delivery, Envelope, Store
 from mailgateway.views import conversation_detail
@@ -235,3 +236,24 @@ def test_claimer_alive_knows_dead_local_processes() -> None:
     assert worker.claimer_alive(f"{socket.gethostname()}:{os.getppid()}") is True
     assert worker.claimer_alive("elsewhere.test:1") is True
     assert worker.claimer_alive(worker.name) is False
+
+
+def test_directory_counts_team_mailboxes_as_ours(tmp_path: Path) -> None:
+    """Loop detection and the participant rule know team mailbox addresses as our own."""
+    from mailgateway.inbound.worker import Directory
+    from tests.support import write_config
+
+    folder = write_config(tmp_path / "c", f"sqlite:///{tmp_path / 'x.db'}")
+    secret = folder / "secret"
+    secret.write_text("pw")
+    with (folder / "inboxes" / "sales.toml").open("a") as handle:
+        handle.write(
+            '\n[[channels]]\ntype = "imap"\naddress = "Help@Acme.example"\n'
+            'imap = { host = "127.0.0.1", port = 1143, tls = "none", user = "help", '
+            'password_file = "secret" }\n'
+            'smtp = { host = "127.0.0.1", port = 1587, tls = "none", user = "help", '
+            'password_file = "secret" }\n'
+        )
+    directory = Directory.from_config(load_config(folder))
+    assert "help@acme.example" in directory.own_addresses
+    assert "support@acme.inbox.example.net" in directory.own_addresses

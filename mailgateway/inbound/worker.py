@@ -76,11 +76,12 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Directory:
-    """What the worker needs from the configuration: the agents' addresses and each inbox's
-    forwarding address."""
+    """What the worker needs from the configuration: the agents' addresses, each inbox's
+    forwarding address and the team mailboxes' addresses."""
 
     agents: frozenset[str] = frozenset()
     inbox_addresses: Mapping[str, str] = field(default_factory=dict)
+    channel_addresses: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, config: Config) -> Directory:
@@ -93,12 +94,17 @@ class Directory:
                     for slug, inbox in config.inboxes.items()
                 }
             ),
+            channel_addresses=frozenset(
+                channel.address.lower()
+                for inbox in config.inboxes.values()
+                for channel in inbox.channels
+            ),
         )
 
     @property
     def own_addresses(self) -> frozenset[str]:
-        """Every forwarding address of ours."""
-        return frozenset(self.inbox_addresses.values())
+        """Every address of ours: forwarding addresses and team mailboxes."""
+        return frozenset(self.inbox_addresses.values()) | self.channel_addresses
 
 
 class ConcurrentDuplicate(Exception):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from email import policy
 from email.parser import BytesHeaderParser
+from email.utils import parseaddr
 
 from mailgateway.inbound.parse import clean_text, normalize_message_id
 
@@ -182,12 +183,15 @@ class HeaderFacts:
 
 
 def header_facts(data: bytes) -> HeaderFacts:
-    """Message-ID (normalized as the parse stage does; '' when none) and Return-Path address
-    of raw bytes, free of control characters; never raises."""
+    """Message-ID (normalized as the parse stage does; '' when none) and the envelope sender of
+    raw bytes: the Return-Path address ('' for `<>`, a null sender), or the From address when
+    no MTA wrote a Return-Path; free of control characters; never raises."""
     try:
         headers = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
         message_id = str(headers.get("Message-ID", "") or "")
         return_path = str(headers.get("Return-Path", "") or "")
+        if not return_path.strip():  # not delivered by an MTA (e.g. APPENDed): not a null sender
+            return_path = parseaddr(str(headers.get("From", "") or "")[:1024])[1]
     except Exception:  # compat32 does not raise on bad headers; be certain all the same
         return HeaderFacts("", "")
     address = clean_text(return_path, limit=330).strip().strip("<>").strip()
