@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from click.testing import CliRunner, Result
 
-from mailgateway.cli import main
 from mailgateway.config import WorkerConfig
 from mailgateway.inbound.worker import InboundWorker
-from mailgateway.store.db import create_engine
 from mailgateway.store.repo import Delivery, Envelope, Store
 from mailgateway.store.schema import utcnow
+from tests.cli_support import as_json, run, with_store
 from tests.support import make_message
 
 T = TypeVar("T")
-
-
-def run(*args: str | Path) -> Result:
-    """Invoke the CLI in-process."""
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def as_json(result: Result) -> object:
-    """The command's stdout as a JSON document (asserting success first)."""
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def with_store(db_url: str, action: Callable[[Store], Awaitable[T]]) -> T:
-    """Run an action on a store of the test database, outside any running event loop."""
-
-    async def run_action() -> T:
-        store = Store(create_engine(db_url))
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run_action())
 
 
 async def fill(store: Store) -> None:

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from mailgateway.cli import main
 from mailgateway.store.db import create_engine
 from mailgateway.store.repo import Store
+from tests.cli_support import as_json, run
 from tests.routing_support import deliver, loaded, process_all, worker_for, write_routing_config
-
-
-def run(*args: str | Path) -> Result:
-    """Invoke the CLI in-process."""
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def as_json(result: Result) -> Any:
-    """The command's stdout as a JSON document (asserting success first)."""
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def refused(result: Result, reason: str) -> None:

@@ -3,53 +3,25 @@ outbound rows, `from-address`, `dkim keygen`, and the [outbound] configuration c
 
 from __future__ import annotations
 
-import asyncio
-import json
 import stat
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import dkim
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy import func, select, update
 
-from mailgateway.cli import main
 from mailgateway.domain import OutboundKind, OutboundState
 from mailgateway.outbound import sign
 from mailgateway.store import repo
-from mailgateway.store.db import create_engine
 from mailgateway.store.outbound import OutboundStore, Outgoing, from_addresses, outbound_queue
 from mailgateway.store.repo import Store
+from tests.cli_support import as_json, run, with_store
 from tests.outbound_support import CUSTOMER, conversation, sending_config
 from tests.support import make_message
 
 T = TypeVar("T")
-
-
-def run(*args: str | Path) -> Result:
-    """Invoke the CLI in-process."""
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def as_json(result: Result) -> Any:
-    """The command's stdout as JSON (asserting success first)."""
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def with_store(db_url: str, action: Callable[[Store], Awaitable[T]]) -> T:
-    """Run an action on a store of the test database."""
-
-    async def run_action() -> T:
-        store = Store(create_engine(db_url))
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run_action())
 
 
 @pytest.fixture

@@ -9,21 +9,15 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from click.testing import CliRunner, Result
 from sqlalchemy import Connection, select
 
-from mailgateway.cli import main
 from mailgateway.config import load_config
 from mailgateway.store.api import api_tokens
 from mailgateway.store.db import create_engine
 from mailgateway.store.repo import Store
 from mailgateway.store.schema import Base
 from mailgateway.tokens import authenticate, token_digest
-
-
-def run(*args: str | Path) -> Result:
-    """Invoke the CLI in-process."""
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+from tests.cli_support import run
 
 
 def stored_tokens(db_url: str) -> list[Any]:

@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mailgateway.store.db import create_engine
 from mailgateway.store.repo import Store
+from tests.cli_support import with_store
 from tests.conftest import pg_url
 from tests.routing_support import assignees, enqueue_many, write_routing_config
 from tests.support import SUPPORT, make_message, port_of, running_gateway
@@ -91,19 +91,6 @@ def events(log: Path, name: str) -> list[dict[str, Any]]:
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     found = [json.loads(line) for line in lines if line.startswith("{")]
     return [event for event in found if event.get("event") == name]
-
-
-def with_store(url: str, action: Any) -> Any:
-    """Run an async action on a store of the database."""
-
-    async def run() -> Any:
-        store = Store(create_engine(url))
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 def test_two_daemons_sharing_postgresql_keep_round_robin_fair(
