@@ -27,6 +27,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check mailgateway tests bench scripts
+	$(BIN)/ruff format --check mailgateway tests bench scripts
 	$(BIN)/mypy
 
 bench: venv

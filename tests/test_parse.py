@@ -34,7 +34,7 @@ def message(*headers: str, body: bytes = b"body\r\n") -> bytes:
 
 def multipart(parts: list[bytes], *, boundary: str = "b-1", kind: str = "mixed") -> bytes:
     """A multipart message whose parts are given with their own headers."""
-    head = f"Content-Type: multipart/{kind}; boundary=\"{boundary}\"\r\n\r\n".encode()
+    head = f'Content-Type: multipart/{kind}; boundary="{boundary}"\r\n\r\n'.encode()
     delimiter = f"--{boundary}\r\n".encode()
     body = b"".join(delimiter + part + b"\r\n" for part in parts)
     return head + body + f"--{boundary}--\r\n".encode()
@@ -44,8 +44,10 @@ def attachment(filename_param: str, data: bytes = b"x") -> bytes:
     """An application/octet-stream attachment part with the given disposition parameter."""
     return (
         b"Content-Type: application/octet-stream\r\n"
-        b"Content-Disposition: attachment; " + filename_param.encode("utf-8", "surrogatepass")
-        + b"\r\n\r\n" + data
+        b"Content-Disposition: attachment; "
+        + filename_param.encode("utf-8", "surrogatepass")
+        + b"\r\n\r\n"
+        + data
     )
 
 
@@ -58,10 +60,17 @@ def timed(raw: bytes) -> tuple[Parsed, float]:
 
 def header_strings(parsed: Parsed) -> list[str]:
     """Every string of a Parsed that must be header-safe (no CR, LF, NUL)."""
-    addresses = [*([parsed.from_] if parsed.from_ else []), *parsed.to, *parsed.cc,
-                 *parsed.reply_to]
+    addresses = [
+        *([parsed.from_] if parsed.from_ else []),
+        *parsed.to,
+        *parsed.cc,
+        *parsed.reply_to,
+    ]
     return [
-        parsed.message_id, parsed.subject, *parsed.in_reply_to, *parsed.references,
+        parsed.message_id,
+        parsed.subject,
+        *parsed.in_reply_to,
+        *parsed.references,
         *parsed.defects,
         *(text for address in addresses for text in (address.email, address.name)),
         *(text for item in parsed.attachments for text in (item.filename, item.content_type)),
@@ -84,15 +93,17 @@ def assert_safe(parsed: Parsed) -> None:
 
 def test_plain_message() -> None:
     """A simple message yields every field normalised: ids, addresses, date, subject, text."""
-    parsed = parse(message(
-        "From: Ann Example <Ann@Example.COM>",
-        "To: bob@example.test, \"Carol C.\" <CAROL@example.test>",
-        "Reply-To: help@example.test",
-        "Subject: Hello there",
-        "Date: Mon, 06 May 2024 09:11:57 +0200",
-        "Message-ID: <Abc.123@Mail.Example.COM>",
-        body=b"Line one\r\nLine two\r\n",
-    ))
+    parsed = parse(
+        message(
+            "From: Ann Example <Ann@Example.COM>",
+            'To: bob@example.test, "Carol C." <CAROL@example.test>',
+            "Reply-To: help@example.test",
+            "Subject: Hello there",
+            "Date: Mon, 06 May 2024 09:11:57 +0200",
+            "Message-ID: <Abc.123@Mail.Example.COM>",
+            body=b"Line one\r\nLine two\r\n",
+        )
+    )
     assert parsed.message_id == "<Abc.123@mail.example.com>"
     assert not parsed.message_id_generated
     assert parsed.from_ == Address("ann@example.com", "Ann Example")
@@ -112,8 +123,10 @@ def test_multipart_alternative_fixture() -> None:
     parsed = parse((FIXTURES / "alternative-with-attachments.eml").read_bytes())
     assert parsed.subject == "Rechnung für Mai"
     assert parsed.from_ == Address("anna.mueller@example.org", "Anna Müller")
-    assert parsed.to == (Address("support@example.test", "Support"),
-                         Address("bob@example.test", "Bob, Jr."))
+    assert parsed.to == (
+        Address("support@example.test", "Support"),
+        Address("bob@example.test", "Bob, Jr."),
+    )
     assert parsed.cc == (Address("carol@example.test"),)
     assert parsed.text == "Hallo Welt – grüße\nZweite Zeile"
     assert parsed.html == "<p>Hallo <b>Welt</b> – grüße</p>\n"
@@ -128,14 +141,16 @@ def test_multipart_alternative_fixture() -> None:
 def test_attachment_sizes_are_decoded_lengths() -> None:
     """Attachment size is the decoded byte length for base64, quoted-printable and 8bit."""
     data = bytes(range(256)) * 3
-    raw = multipart([
-        b"Content-Type: text/plain\r\n\r\nsee attached",
-        b"Content-Type: image/PNG; name=a.png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        + base64.encodebytes(data),
-        b"Content-Type: text/csv\r\nContent-Disposition: attachment; filename=b.csv\r\n"
-        b"Content-Transfer-Encoding: quoted-printable\r\n\r\na=3Db,=\r\nc",
-        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nhi",
-    ])
+    raw = multipart(
+        [
+            b"Content-Type: text/plain\r\n\r\nsee attached",
+            b"Content-Type: image/PNG; name=a.png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(data),
+            b"Content-Type: text/csv\r\nContent-Disposition: attachment; filename=b.csv\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\na=3Db,=\r\nc",
+            b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nhi",
+        ]
+    )
     parsed = parse(raw)
     assert parsed.text == "see attached"
     assert parsed.attachments == (
@@ -154,8 +169,9 @@ def test_html_only_leaves_text_none() -> None:
 
 def test_encoded_subject() -> None:
     """RFC 2047 words decode; adjacent words join, so a character split across two survives."""
-    raw = message("Subject: Re: =?UTF-8?Q?caf=C3?= =?utf-8?q?=A9_au_lait?= and"
-                  " =?ISO-8859-1?B?Y2Fm6Q==?=")
+    raw = message(
+        "Subject: Re: =?UTF-8?Q?caf=C3?= =?utf-8?q?=A9_au_lait?= and =?ISO-8859-1?B?Y2Fm6Q==?="
+    )
     assert parse(raw).subject == "Re: café au lait and café"
 
 
@@ -165,7 +181,9 @@ def test_references_and_in_reply_to_keep_order() -> None:
     assert parsed.subject == "Re: Rechnung für Mai"
     assert parsed.in_reply_to == ("<20240506091157.4711@mx.example.org>",)
     assert parsed.references == (
-        "<root-0@example.org>", "<20240506091157.4711@mx.example.org>", "<third@example.org>",
+        "<root-0@example.org>",
+        "<20240506091157.4711@mx.example.org>",
+        "<third@example.org>",
     )
     assert parsed.date == datetime(2024, 5, 7, 10, 0, tzinfo=UTC)
 
@@ -191,14 +209,20 @@ def test_date_naive_is_utc_and_invalid_is_none() -> None:
 
 def test_address_forms() -> None:
     """Groups, comments, encoded and quoted names and route addresses all yield mailboxes."""
-    parsed = parse(message(
-        "From: =?utf-8?b?SsO2cmc=?= <J@X.example>",
-        "To: team: a@x.test, \"B \\\"Q\\\" b\" <b@x.test>;, c@x.test (Carol), <@r1,@r2:d@x.test>",
-        "Cc: undisclosed-recipients:;",
-    ))
+    parsed = parse(
+        message(
+            "From: =?utf-8?b?SsO2cmc=?= <J@X.example>",
+            'To: team: a@x.test, "B \\"Q\\" b" <b@x.test>;, c@x.test (Carol), <@r1,@r2:d@x.test>',
+            "Cc: undisclosed-recipients:;",
+        )
+    )
     assert parsed.from_ == Address("j@x.example", "Jörg")
-    assert [address.email for address in parsed.to] == ["a@x.test", "b@x.test", "c@x.test",
-                                                        "d@x.test"]
+    assert [address.email for address in parsed.to] == [
+        "a@x.test",
+        "b@x.test",
+        "c@x.test",
+        "d@x.test",
+    ]
     assert parsed.to[1].name == 'B "Q" b'
     assert parsed.cc == ()
 
@@ -268,8 +292,9 @@ def test_multipart_without_usable_boundary_is_read_as_text() -> None:
 
 def test_unclosed_multipart_keeps_its_last_part() -> None:
     """A multipart missing its close delimiter still yields every part, the last to the end."""
-    raw = multipart([b"Content-Type: text/plain\r\n\r\nfirst",
-                     attachment("filename=last.bin", b"12345")])
+    raw = multipart(
+        [b"Content-Type: text/plain\r\n\r\nfirst", attachment("filename=last.bin", b"12345")]
+    )
     parsed = parse(raw.removesuffix(b"--b-1--\r\n"))
     assert parsed.text == "first"
     assert parsed.attachments[0].filename == "last.bin"
@@ -277,8 +302,10 @@ def test_unclosed_multipart_keeps_its_last_part() -> None:
 
 def test_received_count() -> None:
     """received_count counts Received fields of the header section only, any case, folded."""
-    raw = (b"Received: from a\r\n\tby b\r\nRECEIVED : from c\r\nX-Note: Received: no\r\n"
-           b"X-Bare: a\rReceived: no\r\n\r\nReceived: in the body\r\n")
+    raw = (
+        b"Received: from a\r\n\tby b\r\nRECEIVED : from c\r\nX-Note: Received: no\r\n"
+        b"X-Bare: a\rReceived: no\r\n\r\nReceived: in the body\r\n"
+    )
     assert received_count(raw) == 2
     assert received_count(b"\r\nReceived: x\r\n") == 0
     assert received_count(b"".join(b"Received: hop %d\r\n" % n for n in range(51))) == 51
@@ -291,17 +318,20 @@ def test_clean_text() -> None:
     assert clean_text("plain") == "plain"
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("<Local.Part@Example.COM>", "<Local.Part@example.com>"),
-    ("  <a@b.test> (comment)", "<a@b.test>"),
-    ("<a\r\n @b.test>", "<a@b.test>"),
-    ("bare@Host.Test", "<bare@host.test>"),
-    ("<[b378a1c2-5f6e]@microsoft.com>", "<[b378a1c2-5f6e]@microsoft.com>"),
-    ("<no-at-sign>", None),
-    ("<a@b> <c@d>", None),
-    ("<a\x00@b.test>", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("<Local.Part@Example.COM>", "<Local.Part@example.com>"),
+        ("  <a@b.test> (comment)", "<a@b.test>"),
+        ("<a\r\n @b.test>", "<a@b.test>"),
+        ("bare@Host.Test", "<bare@host.test>"),
+        ("<[b378a1c2-5f6e]@microsoft.com>", "<[b378a1c2-5f6e]@microsoft.com>"),
+        ("<no-at-sign>", None),
+        ("<a@b> <c@d>", None),
+        ("<a\x00@b.test>", None),
+        ("", None),
+    ],
+)
 def test_normalize_message_id(value: str, expected: str | None) -> None:
     """normalize_message_id keeps local-part case, lower-cases the domain, rejects junk."""
     assert normalize_message_id(value) == expected
@@ -342,8 +372,10 @@ def test_34_address_flood_is_capped() -> None:
 
 def test_34_semicolon_flood_in_content_type() -> None:
     """Row 34: Content-Type with 16 000 ';' parses fast and a later charset still applies."""
-    raw = message("Content-Type: text/plain" + ";" * 16_000 + " charset=iso-8859-1",
-                  body="café".encode("latin-1"))
+    raw = message(
+        "Content-Type: text/plain" + ";" * 16_000 + " charset=iso-8859-1",
+        body="café".encode("latin-1"),
+    )
     parsed, seconds = timed(raw)
     assert parsed.text == "café"
     assert seconds < SLOW
@@ -351,11 +383,14 @@ def test_34_semicolon_flood_in_content_type() -> None:
 
 def test_35_deep_nesting_is_opaque_below_depth_50() -> None:
     """Row 35: 2000 nested multiparts never raise; depth > 50 is skipped with a defect."""
-    parts = [b"Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n--b0\r\n"
-             b"Content-Type: text/plain\r\n\r\ntop text\r\n"]
+    parts = [
+        b'Content-Type: multipart/mixed; boundary="b0"\r\n\r\n--b0\r\n'
+        b"Content-Type: text/plain\r\n\r\ntop text\r\n"
+    ]
     for level in range(2000):
-        parts.append(f"--b{level}\r\nContent-Type: multipart/mixed; boundary=\"b{level + 1}\""
-                     f"\r\n\r\n".encode())
+        parts.append(
+            f'--b{level}\r\nContent-Type: multipart/mixed; boundary="b{level + 1}"\r\n\r\n'.encode()
+        )
     parts.append(b"--b2000\r\nContent-Type: text/plain\r\n\r\ndeepest\r\n--b2000--\r\n")
     parts.extend(f"--b{level}--\r\n".encode() for level in reversed(range(2000)))
     parsed, seconds = timed(b"".join(parts))
@@ -376,11 +411,13 @@ def test_36_more_than_1000_parts_stop_the_walk() -> None:
 
 def test_37_invalid_base64_is_decoded_best_effort() -> None:
     """Row 37: invalid base64 never raises; a defect is recorded and the text is best effort."""
-    raw = multipart([
-        b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ",
-        b"Content-Type: application/pdf; name=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        b"!!!notbase64===",
-    ])
+    raw = multipart(
+        [
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ",
+            b"Content-Type: application/pdf; name=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            b"!!!notbase64===",
+        ]
+    )
     parsed = parse(raw)
     assert parsed.text == "hello world"
     assert parsed.attachments == (AttachmentInfo("x.pdf", "application/pdf", 6),)
@@ -405,10 +442,12 @@ def test_39_rfc2047_garbage_gives_replacement_characters() -> None:
 
 def test_40_encoded_crlf_never_reaches_header_values() -> None:
     """Row 40: encoded CR/LF is flattened in Subject and never decoded in Message-ID."""
-    parsed = parse(message(
-        "Subject: =?utf-8?q?hi=0D=0ABcc:_evil@x.test?=",
-        "Message-ID: <=?utf-8?q?a=0D=0ABcc:_x?=@evil.test>",
-    ))
+    parsed = parse(
+        message(
+            "Subject: =?utf-8?q?hi=0D=0ABcc:_evil@x.test?=",
+            "Message-ID: <=?utf-8?q?a=0D=0ABcc:_x?=@evil.test>",
+        )
+    )
     assert parsed.subject == "hi  Bcc: evil@x.test"
     assert parsed.message_id == "<=?utf-8?q?a=0D=0ABcc:_x?=@evil.test>"
     assert parsed.header("bcc") is None
@@ -418,12 +457,15 @@ def test_40_encoded_crlf_never_reaches_header_values() -> None:
     assert "evil" in reply["Subject"]
 
 
-@pytest.mark.parametrize("line", [
-    'To: "',
-    "Content-Type: text/plain; name*",
-    "To: (c):",
-    "Message-ID: <[b378a1c2-5f6e-4d0a-9c1e-2f3a4b5c6d7e]@microsoft.com>",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'To: "',
+        "Content-Type: text/plain; name*",
+        "To: (c):",
+        "Message-ID: <[b378a1c2-5f6e-4d0a-9c1e-2f3a4b5c6d7e]@microsoft.com>",
+    ],
+)
 def test_41_cpython_header_crashers_are_contained(line: str) -> None:
     """Row 41: CPython header crashers parse; the raw value is kept and the body still read."""
     parsed = parse(message(line, "From: a@x.test", body=b"still here"))
@@ -441,7 +483,7 @@ def test_41_cpython_header_crashers_are_contained(line: str) -> None:
 
 def test_42_nul_bytes_become_replacement_characters() -> None:
     """Row 42: NUL in headers and body becomes U+FFFD in every text field."""
-    raw = b"Subject: a\x00b\r\nFrom: \"N\x00N\" <n@x.test>\r\n\r\nx\x00y"
+    raw = b'Subject: a\x00b\r\nFrom: "N\x00N" <n@x.test>\r\n\r\nx\x00y'
     parsed = parse(raw)
     assert parsed.subject == "a\ufffdb"
     assert parsed.from_ == Address("n@x.test", "N\ufffdN")
@@ -455,11 +497,13 @@ def test_43_latin1_and_surrogate_producing_input() -> None:
     assert latin.subject == "café"
     assert latin.from_ == Address("j@x.test", "José")
     assert latin.text == "café"
-    tricky = parse(message(
-        "Subject: =?utf-7?q?+2AA-?= =?raw-unicode-escape?q?=5Cud800?=",
-        "Content-Type: text/plain; charset=utf-7",
-        body=b"x+2AA-y",
-    ))
+    tricky = parse(
+        message(
+            "Subject: =?utf-7?q?+2AA-?= =?raw-unicode-escape?q?=5Cud800?=",
+            "Content-Type: text/plain; charset=utf-7",
+            body=b"x+2AA-y",
+        )
+    )
     assert tricky.subject.startswith("\ufffd")
     assert tricky.text == "x\ufffdy"
     database = sqlite3.connect(":memory:")
@@ -469,12 +513,22 @@ def test_43_latin1_and_surrogate_producing_input() -> None:
 
 def test_44_duplicate_singletons_first_wins() -> None:
     """Row 44: duplicated From, Subject, Message-ID, To, Date keep the first and flag each."""
-    parsed = parse(message(
-        "From: first@x.test", "From: second@x.test", "Subject: one", "Subject: two",
-        "Message-ID: <1@x.test>", "Message-ID: <2@x.test>", "To: a@x.test", "To: b@x.test",
-        "Date: Mon, 06 May 2024 09:00:00 +0000", "Date: Tue, 07 May 2024 09:00:00 +0000",
-        "X-Tag: one", "X-Tag: two",
-    ))
+    parsed = parse(
+        message(
+            "From: first@x.test",
+            "From: second@x.test",
+            "Subject: one",
+            "Subject: two",
+            "Message-ID: <1@x.test>",
+            "Message-ID: <2@x.test>",
+            "To: a@x.test",
+            "To: b@x.test",
+            "Date: Mon, 06 May 2024 09:00:00 +0000",
+            "Date: Tue, 07 May 2024 09:00:00 +0000",
+            "X-Tag: one",
+            "X-Tag: two",
+        )
+    )
     assert parsed.from_ == Address("first@x.test")
     assert parsed.subject == "one"
     assert parsed.message_id == "<1@x.test>"
@@ -499,20 +553,23 @@ def test_45_missing_message_id_is_generated_deterministically() -> None:
     assert "message-id:invalid" in malformed.defects
 
 
-@pytest.mark.parametrize(("param", "expected"), [
-    ('filename="../../etc/passwd"', "passwd"),
-    ('filename="..\\..\\win.ini"', "win.ini"),
-    ('filename="/abs/path"', "path"),
-    ("filename=CON", "CON"),
-    ('filename="a\x00.txt"', "a.txt"),
-    ("filename*=utf-8''..%2F..%2Fetc%2Fpasswd", "passwd"),
-    ("filename*=utf-8''%0D%0Aevil%00.txt", "evil.txt"),
-    ('filename=".."', "attachment"),
-    ('filename=""', "attachment"),
-    ('filename="dir/"', "attachment"),
-    ('filename="inv\u202eoice.txt"', "invoice.txt"),
-    ('filename="=?utf-8?q?a=2Fb.txt?="', "b.txt"),
-])
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ('filename="../../etc/passwd"', "passwd"),
+        ('filename="..\\..\\win.ini"', "win.ini"),
+        ('filename="/abs/path"', "path"),
+        ("filename=CON", "CON"),
+        ('filename="a\x00.txt"', "a.txt"),
+        ("filename*=utf-8''..%2F..%2Fetc%2Fpasswd", "passwd"),
+        ("filename*=utf-8''%0D%0Aevil%00.txt", "evil.txt"),
+        ('filename=".."', "attachment"),
+        ('filename=""', "attachment"),
+        ('filename="dir/"', "attachment"),
+        ('filename="inv\u202eoice.txt"', "invoice.txt"),
+        ('filename="=?utf-8?q?a=2Fb.txt?="', "b.txt"),
+    ],
+)
 def test_46_hostile_attachment_names_are_sanitised(param: str, expected: str) -> None:
     """Row 46: names lose paths, controls and bidi marks; empty or dots become 'attachment'."""
     parsed = parse(multipart([attachment(param)]))
@@ -529,11 +586,13 @@ def test_46_long_attachment_name_is_capped() -> None:
 
 def test_48_sql_like_header_values_are_kept_verbatim() -> None:
     """Row 48: SQL-ish Subject, From name and Message-ID are stored verbatim, not escaped."""
-    parsed = parse(message(
-        "Subject: x'); DROP TABLE messages;--",
-        "From: \"x'); DROP TABLE messages;--\" <a@x.test>",
-        "Message-ID: <1');DROP_TABLE_messages;--@evil.test>",
-    ))
+    parsed = parse(
+        message(
+            "Subject: x'); DROP TABLE messages;--",
+            'From: "x\'); DROP TABLE messages;--" <a@x.test>',
+            "Message-ID: <1');DROP_TABLE_messages;--@evil.test>",
+        )
+    )
     assert parsed.subject == "x'); DROP TABLE messages;--"
     assert parsed.from_ == Address("a@x.test", "x'); DROP TABLE messages;--")
     assert parsed.message_id == "<1');DROP_TABLE_messages;--@evil.test>"
@@ -541,10 +600,12 @@ def test_48_sql_like_header_values_are_kept_verbatim() -> None:
 
 def test_49_log_injection_values_are_single_line() -> None:
     """Row 49: CRLF and ANSI escapes in Subject/From never leave a line break or ESC."""
-    parsed = parse(message(
-        "Subject: =?utf-8?q?ok=0D=0Afake_event=1B[2J?=",
-        "From: =?utf-8?q?Eve=0A=1B[31m?= <eve@x.test>",
-    ))
+    parsed = parse(
+        message(
+            "Subject: =?utf-8?q?ok=0D=0Afake_event=1B[2J?=",
+            "From: =?utf-8?q?Eve=0A=1B[31m?= <eve@x.test>",
+        )
+    )
     assert parsed.subject == "ok  fake event[2J"
     assert parsed.from_ == Address("eve@x.test", "Eve [31m")
 
@@ -552,9 +613,35 @@ def test_49_log_injection_values_are_single_line() -> None:
 # --- properties ------------------------------------------------------------------------------
 
 VALID = (FIXTURES / "alternative-with-attachments.eml").read_bytes()
-TOKENS = [b"\r", b"\n", b"\r\n", b"\x00", b":", b";", b",", b"\"", b"(", b"<", b">", b"=?",
-          b"?=", b"--", b"==outer==", b"inner-42", b"*", b"'", b"%", b"\\", b"\xff", b"\xe9",
-          b" ", b"=?utf-8?b?", b"=?x-bogus?q?", b"multipart/mixed; boundary=x", b"\r\n\r\n"]
+TOKENS = [
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\x00",
+    b":",
+    b";",
+    b",",
+    b'"',
+    b"(",
+    b"<",
+    b">",
+    b"=?",
+    b"?=",
+    b"--",
+    b"==outer==",
+    b"inner-42",
+    b"*",
+    b"'",
+    b"%",
+    b"\\",
+    b"\xff",
+    b"\xe9",
+    b" ",
+    b"=?utf-8?b?",
+    b"=?x-bogus?q?",
+    b"multipart/mixed; boundary=x",
+    b"\r\n\r\n",
+]
 
 
 @st.composite

@@ -37,9 +37,25 @@ _IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 _UNSAFE_CODECS = frozenset(
     {"idna", "punycode", "unicode_escape", "raw_unicode_escape", "undefined"}
 )
-_EXTRA_CODECS = frozenset({"cp720", "cp737", "cp856", "cp874", "cp875", "cp1006", "iso8859_1",
-                           "koi8_t", "koi8_u", "mac_arabic", "mac_croatian", "mac_farsi",
-                           "mac_romanian", "palmos", "utf_8_sig"})
+_EXTRA_CODECS = frozenset(
+    {
+        "cp720",
+        "cp737",
+        "cp856",
+        "cp874",
+        "cp875",
+        "cp1006",
+        "iso8859_1",
+        "koi8_t",
+        "koi8_u",
+        "mac_arabic",
+        "mac_croatian",
+        "mac_farsi",
+        "mac_romanian",
+        "palmos",
+        "utf_8_sig",
+    }
+)
 _KNOWN_CODECS = (frozenset(aliases) | frozenset(aliases.values()) | _EXTRA_CODECS) - _UNSAFE_CODECS
 
 

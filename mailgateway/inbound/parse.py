@@ -22,8 +22,21 @@ REFERENCES_LIMIT = 100
 BODY_LIMIT = 2 * 1024 * 1024
 FILENAME_LIMIT = 255
 DEFECT_LIMIT = 100
-SINGLETONS = frozenset({"date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id",
-                        "in-reply-to", "references", "subject"})
+SINGLETONS = frozenset(
+    {
+        "date",
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "bcc",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "subject",
+    }
+)
 # CPython's address parsers cost 1-20 µs a character (more on quotes and nesting): only short,
 # unusual pieces go through them, within a per-message budget; common forms use a regex.
 _STRUCTURED_PIECE_LIMIT = 1024
@@ -99,7 +112,11 @@ def _parse(raw: bytes, id_domain: str) -> Parsed:
     defects: list[str] = []
     start = raw.find(b"\n") + 1 if raw.startswith(b"From ") else 0  # an mbox envelope line
     fields, body_start = mime.split_head(
-        raw, start, len(raw), max_fields=HEADER_MAX_FIELDS, max_bytes=HEADER_MAX_BYTES,
+        raw,
+        start,
+        len(raw),
+        max_fields=HEADER_MAX_FIELDS,
+        max_bytes=HEADER_MAX_BYTES,
         defects=defects,
     )
     defects.extend(_duplicates(fields))
@@ -112,10 +129,18 @@ def _parse(raw: bytes, id_domain: str) -> Parsed:
     return Parsed(
         message_id=message_id or _generated_id(raw, id_domain),
         message_id_generated=message_id is None,
-        in_reply_to=_guarded("header:in-reply-to", defects, (),
-                             lambda: _id_list(first.get("in-reply-to"), "in-reply-to", defects)),
-        references=_guarded("header:references", defects, (),
-                            lambda: _id_list(first.get("references"), "references", defects)),
+        in_reply_to=_guarded(
+            "header:in-reply-to",
+            defects,
+            (),
+            lambda: _id_list(first.get("in-reply-to"), "in-reply-to", defects),
+        ),
+        references=_guarded(
+            "header:references",
+            defects,
+            (),
+            lambda: _id_list(first.get("references"), "references", defects),
+        ),
         subject=_guarded("header:subject", defects, "", lambda: _subject(first, defects)),
         from_=_guarded("header:from", defects, None, lambda: _from(first, reader)),
         to=_guarded("header:to", defects, (), lambda: reader.read(first, "to")),
@@ -132,9 +157,21 @@ def _parse(raw: bytes, id_domain: str) -> Parsed:
 
 def _unparsed(raw: bytes, id_domain: str, defect: str) -> Parsed:
     return Parsed(
-        message_id=_generated_id(raw, id_domain), message_id_generated=True, in_reply_to=(),
-        references=(), subject="", from_=None, to=(), cc=(), reply_to=(), date=None, text=None,
-        html=None, attachments=(), headers=(), defects=(defect,),
+        message_id=_generated_id(raw, id_domain),
+        message_id_generated=True,
+        in_reply_to=(),
+        references=(),
+        subject="",
+        from_=None,
+        to=(),
+        cc=(),
+        reply_to=(),
+        date=None,
+        text=None,
+        html=None,
+        attachments=(),
+        headers=(),
+        defects=(defect,),
     )
 
 
@@ -344,8 +381,11 @@ def _contents(
 
 
 def _is_attachment(part: mime.Entity) -> bool:
-    return (part.disposition == "attachment" or part.filename is not None
-            or part.content_type in ("message/rfc822", "message/global"))
+    return (
+        part.disposition == "attachment"
+        or part.filename is not None
+        or part.content_type in ("message/rfc822", "message/global")
+    )
 
 
 def _attachment(part: mime.Entity, defects: list[str]) -> AttachmentInfo:
