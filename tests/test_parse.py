@@ -414,7 +414,8 @@ def test_37_invalid_base64_is_decoded_best_effort() -> None:
     raw = multipart(
         [
             b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ",
-            b"Content-Type: application/pdf; name=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            b"Content-Type: application/pdf; name=x.pdf\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
             b"!!!notbase64===",
         ]
     )
