@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from mailgateway.config import Config, DatabaseConfig, load_config
+from mailgateway.config import Config, DatabaseConfig, EventLoop, ServerConfig, load_config
 from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.inbound.worker import InboundWorker
 from mailgateway.intake.imap import ChannelPollers
@@ -177,6 +177,24 @@ def reload_notified(gateway: Gateway, directory: Path, notifier: SystemdNotifier
     notifier.reloading()
     gateway.reload(directory)
     notifier.ready(f"serving {len(gateway.config.inboxes)} inboxes")
+
+
+def loop_factory(server: ServerConfig) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop `[server] event_loop` names (uvloop by default when installed)."""
+    if server.event_loop is EventLoop.UVLOOP:
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def run(directory: Path) -> int:
+    """Run the daemon on the configured event loop until it is stopped."""
+    server = load_config(directory).gateway.server
+    with asyncio.Runner(loop_factory=loop_factory(server)) as runner:
+        loop = runner.get_loop()
+        log.info("gateway.event_loop", event_loop=server.event_loop, loop=type(loop).__module__)
+        return runner.run(serve(directory))
 
 
 async def serve(directory: Path) -> int:

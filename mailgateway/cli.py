@@ -179,7 +179,7 @@ def check_config(config_dir: Path) -> None:
 def serve(config_dir: Path, log_level: str, log_format: str) -> None:
     """Run the daemon: SMTP intake, the inbound and outbound workers, the HTTP API."""
     logs.configure(log_level, log_format=logs.LogFormat(log_format))
-    raise SystemExit(asyncio.run(app.serve(config_dir)))
+    raise SystemExit(app.run(config_dir))
 
 
 @main.group("db")

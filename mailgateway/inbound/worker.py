@@ -52,7 +52,6 @@ from mailgateway.store.schema import utcnow
 
 log = get_logger(__name__)
 
-STALE_CLAIM = timedelta(minutes=10)
 # Messages stored per transaction: short transactions let SMTP commits (which a client is
 # waiting for) in between on SQLite's single writer.
 TRANSACTION_SIZE = 4
@@ -421,7 +420,6 @@ class InboundWorker:
 
     async def run(self) -> None:
         """Process until stopped, sleeping between empty polls."""
-        await self.store.requeue_stale(STALE_CLAIM)
         await self.store.requeue_abandoned(self.claimer_alive)
         while not self.stopping.is_set():
             try:
@@ -444,9 +442,9 @@ class InboundWorker:
 
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many rows were claimed."""
-        batch = await self.store.claim(
-            self.name, self.settings.batch_size, self.settings.max_attempts
-        )
+        settings = self.settings
+        lease = timedelta(seconds=settings.lease)
+        batch = await self.store.claim(self.name, settings.batch_size, settings.max_attempts, lease)
         self.claimed_at = time.monotonic()
         admitted = [item for item in batch if await self.admit(item)]
         for start in range(0, len(admitted), TRANSACTION_SIZE):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Row, and_, func, select, tuple_, update
+from sqlalchemy import Connection, Insert, Row, and_, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
@@ -26,6 +26,7 @@ from mailgateway.store.schema import (
     Ticket,
     utcnow,
 )
+from mailgateway.store.sqlite_writer import SqliteWriter
 
 raw_messages: Table = RawMessage.__table__  # type: ignore[assignment]
 inbound_queue: Table = InboundItem.__table__  # type: ignore[assignment]
@@ -85,7 +86,7 @@ def digest_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _insert(connection: AsyncConnection, table: Table) -> Any:
+def _insert(connection: AsyncConnection | Connection, table: Table) -> Any:
     """A dialect-specific INSERT that supports ON CONFLICT DO NOTHING."""
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -118,6 +119,14 @@ def _queue_values(
 def _inserted_id(statement: Insert) -> Any:
     """An INSERT that returns the new row's id."""
     return statement.returning(statement.table.c.id)
+
+
+def _sqlite_writer(engine: AsyncEngine) -> SqliteWriter | None:
+    """A writer thread for a SQLite file (not for an in-memory database or PostgreSQL)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return SqliteWriter(engine.url)
 
 
 class WriterTurns:
@@ -167,6 +176,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._writers = WriterTurns() if engine.dialect.name == "sqlite" else None
+        self._sqlite_writer = _sqlite_writer(engine)
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -181,7 +191,9 @@ class Store:
             yield connection
 
     async def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pool (and the SQLite writer's connection)."""
+        if self._sqlite_writer is not None:
+            await asyncio.to_thread(self._sqlite_writer.close)
         await self.engine.dispose()
 
     # -- intake ------------------------------------------------------------------------------
@@ -195,8 +207,13 @@ class Store:
         return ids
 
     async def enqueue_many(self, submissions: Sequence[Submission]) -> list[list[int]]:
-        """Enqueue several messages in one transaction (group commit); the queue ids of each
-        message, in order."""
+        """Enqueue several messages in one transaction (group commit) with one statement per
+        step for the whole batch; the queue ids of each message, in order. On SQLite the
+        transaction runs whole on the writer thread (one hop instead of one per statement)."""
+        if self._sqlite_writer is not None:
+            assert self._writers is not None
+            async with self._writers.turn(urgent=True):
+                return await self._sqlite_writer.run(enqueue_rows, submissions)
         async with self.transaction(urgent=True) as connection:
             return await self.enqueue_batch_in(connection, submissions)
 
@@ -217,74 +234,36 @@ class Store:
     ) -> list[list[int]]:
         """Store the bytes and queue rows of several messages with one statement per step for
         the whole batch, inside the caller's transaction; the queue ids of each message."""
-        raw_ids = await self._raw_ids(connection, [s.data for s in submissions])
-        keys = [
-            (delivery.inbox, raw_ids[digest_of(submission.data)])
-            for submission in submissions
-            for delivery in submission.deliveries
-        ]
-        queue_ids = await self._queue_rows(connection, submissions, raw_ids)
-        ids = iter(queue_ids[key] for key in keys)
-        return [[next(ids) for _ in submission.deliveries] for submission in submissions]
-
-    async def _raw_ids(self, connection: AsyncConnection, blobs: Sequence[bytes]) -> dict[str, int]:
-        """The ids of the stored copies of these bytes by digest, storing the new ones."""
-        now = utcnow()
-        unique = {digest_of(data): data for data in blobs}
-        rows = [
-            {"digest": digest, "size": len(data), "data": data, "received_at": now}
-            for digest, data in unique.items()
-        ]
-        statement = _insert(connection, raw_messages).on_conflict_do_nothing(
-            index_elements=["digest"]
-        )
-        await connection.execute(statement, rows)
-        found = await connection.execute(
-            select(raw_messages.c.digest, raw_messages.c.id).where(
-                raw_messages.c.digest.in_(list(unique))
-            )
-        )
-        return {digest: int(raw_id) for digest, raw_id in found.all()}
-
-    async def _queue_rows(
-        self,
-        connection: AsyncConnection,
-        submissions: Sequence[Submission],
-        raw_ids: dict[str, int],
-    ) -> dict[tuple[str, int], int]:
-        """The queue rows of each (inbox, raw message), created when new."""
-        now = utcnow()
-        rows: dict[tuple[str, int], dict[str, Any]] = {}
-        for submission in submissions:
-            raw_id = raw_ids[digest_of(submission.data)]
-            for delivery in submission.deliveries:
-                rows.setdefault(
-                    (delivery.inbox, raw_id), _queue_values(submission, delivery, raw_id, now)
-                )
-        statement = _insert(connection, inbound_queue).on_conflict_do_nothing(
-            index_elements=["inbox", "raw_id"]
-        )
-        await connection.execute(statement, list(rows.values()))
-        found = await connection.execute(
-            select(inbound_queue.c.inbox, inbound_queue.c.raw_id, inbound_queue.c.id).where(
-                tuple_(inbound_queue.c.inbox, inbound_queue.c.raw_id).in_(list(rows))
-            )
-        )
-        return {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
+        return await connection.run_sync(enqueue_rows, submissions)
 
     # -- the inbound queue ---------------------------------------------------------------------
 
-    async def claim(self, worker: str, limit: int, max_attempts: int) -> list[ClaimedItem]:
+    async def claim(
+        self,
+        worker: str,
+        limit: int,
+        max_attempts: int,
+        lease: timedelta = timedelta(minutes=10),
+    ) -> list[ClaimedItem]:
         """Claim up to `limit` due rows (row locks, SKIP LOCKED on PostgreSQL), counting an
-        attempt for each; rows already tried `max_attempts` times are held instead."""
+        attempt for each; rows already tried `max_attempts` times are held instead. Rows another
+        worker claimed longer than `lease` ago are due too: that worker died mid-batch."""
         now = utcnow()
         async with self.transaction() as connection:
             rows = (
                 await connection.execute(
                     select(inbound_queue.c.id, inbound_queue.c.attempts)
                     .where(
-                        inbound_queue.c.state == QueueState.QUEUED,
-                        inbound_queue.c.next_attempt_at <= now,
+                        or_(
+                            and_(
+                                inbound_queue.c.state == QueueState.QUEUED,
+                                inbound_queue.c.next_attempt_at <= now,
+                            ),
+                            and_(
+                                inbound_queue.c.state == QueueState.ACTIVE,
+                                inbound_queue.c.claimed_at < now - lease,
+                            ),
+                        )
                     )
                     .order_by(inbound_queue.c.id)
                     .limit(limit)
@@ -433,6 +412,18 @@ class Store:
         async with self.engine.connect() as connection:
             return list((await connection.execute(statement)).all())
 
+    async def queue_depth(self, cap: int) -> int:
+        """How many rows wait for or are in processing (queued or active), counted up to `cap`
+        (an index range scan that stops there, however deep the queue)."""
+        waiting = (
+            select(inbound_queue.c.id)
+            .where(inbound_queue.c.state.in_([QueueState.QUEUED, QueueState.ACTIVE]))
+            .limit(cap)
+            .subquery()
+        )
+        async with self.engine.connect() as connection:
+            return int(await connection.scalar(select(func.count()).select_from(waiting)) or 0)
+
     async def queue_counts(self) -> dict[str, int]:
         """How many queue rows are in each state."""
         async with self.engine.connect() as connection:
@@ -500,6 +491,65 @@ class Store:
                 .values(status=status, updated_at=utcnow())
             )
             return bool(result.rowcount)
+
+
+# -- intake's group commit (synchronous: on the SQLite writer thread, or via run_sync) --------
+
+
+def enqueue_rows(connection: Connection, submissions: Sequence[Submission]) -> list[list[int]]:
+    """Store a batch of messages with one statement per step; the queue ids of each message,
+    in order. Bytes stored before, and deliveries queued before, are found, not stored again."""
+    raw_ids = _raw_ids(connection, [s.data for s in submissions])
+    keys = [
+        (delivery.inbox, raw_ids[digest_of(submission.data)])
+        for submission in submissions
+        for delivery in submission.deliveries
+    ]
+    queue_ids = _queue_rows(connection, submissions, raw_ids)
+    ids = iter(queue_ids[key] for key in keys)
+    return [[next(ids) for _ in submission.deliveries] for submission in submissions]
+
+
+def _raw_ids(connection: Connection, blobs: Sequence[bytes]) -> dict[str, int]:
+    """The ids of the stored copies of these bytes by digest, storing the new ones."""
+    now = utcnow()
+    unique = {digest_of(data): data for data in blobs}
+    rows = [
+        {"digest": digest, "size": len(data), "data": data, "received_at": now}
+        for digest, data in unique.items()
+    ]
+    statement = _insert(connection, raw_messages).on_conflict_do_nothing(index_elements=["digest"])
+    connection.execute(statement, rows)
+    found = connection.execute(
+        select(raw_messages.c.digest, raw_messages.c.id).where(
+            raw_messages.c.digest.in_(list(unique))
+        )
+    )
+    return {digest: int(raw_id) for digest, raw_id in found.all()}
+
+
+def _queue_rows(
+    connection: Connection, submissions: Sequence[Submission], raw_ids: dict[str, int]
+) -> dict[tuple[str, int], int]:
+    """The queue rows of each (inbox, raw message), created when new."""
+    now = utcnow()
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for submission in submissions:
+        raw_id = raw_ids[digest_of(submission.data)]
+        for delivery in submission.deliveries:
+            rows.setdefault(
+                (delivery.inbox, raw_id), _queue_values(submission, delivery, raw_id, now)
+            )
+    statement = _insert(connection, inbound_queue).on_conflict_do_nothing(
+        index_elements=["inbox", "raw_id"]
+    )
+    connection.execute(statement, list(rows.values()))
+    found = connection.execute(
+        select(inbound_queue.c.inbox, inbound_queue.c.raw_id, inbound_queue.c.id).where(
+            tuple_(inbound_queue.c.inbox, inbound_queue.c.raw_id).in_(list(rows))
+        )
+    )
+    return {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
 
 
 # -- writes inside the worker's transaction --------------------------------------------------
