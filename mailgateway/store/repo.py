@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, and_, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Insert, Row, and_, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
@@ -250,26 +250,14 @@ class Store:
         worker claimed longer than `lease` ago are due too: that worker died mid-batch."""
         now = utcnow()
         async with self.transaction() as connection:
-            rows = (
-                await connection.execute(
-                    select(inbound_queue.c.id, inbound_queue.c.attempts)
-                    .where(
-                        or_(
-                            and_(
-                                inbound_queue.c.state == QueueState.QUEUED,
-                                inbound_queue.c.next_attempt_at <= now,
-                            ),
-                            and_(
-                                inbound_queue.c.state == QueueState.ACTIVE,
-                                inbound_queue.c.claimed_at < now - lease,
-                            ),
-                        )
-                    )
-                    .order_by(inbound_queue.c.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            queue = inbound_queue.c
+            stale = await _claimable(
+                connection, limit, QueueState.ACTIVE, queue.claimed_at, now - lease
+            )
+            waiting = await _claimable(
+                connection, limit - len(stale), QueueState.QUEUED, queue.next_attempt_at, now
+            )
+            rows = stale + waiting
             exhausted = [row.id for row in rows if row.attempts >= max_attempts]
             due = [row.id for row in rows if row.attempts < max_attempts]
             if exhausted:
@@ -491,6 +479,24 @@ class Store:
                 .values(status=status, updated_at=utcnow())
             )
             return bool(result.rowcount)
+
+
+async def _claimable(
+    connection: AsyncConnection, limit: int, state: QueueState, since: Any, bound: datetime
+) -> list[Any]:
+    """Up to `limit` rows in a state whose `since` column is at most `bound`, oldest first in
+    the order of the (state, time) index, so a deep queue costs no sort; locked rows are
+    skipped (another worker holds them)."""
+    if limit <= 0:
+        return []
+    result = await connection.execute(
+        select(inbound_queue.c.id, inbound_queue.c.attempts)
+        .where(inbound_queue.c.state == state, since <= bound)
+        .order_by(since, inbound_queue.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(result.all())
 
 
 # -- intake's group commit (synchronous: on the SQLite writer thread, or via run_sync) --------

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Select, or_, select, update
+from sqlalchemy import ColumnElement, FromClause, Select, select, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgateway.domain import (
@@ -166,21 +166,26 @@ async def stored_copies(
     connection: AsyncConnection, inbox: str, message_id: str, content_hash: str
 ) -> list[StoredCopy]:
     """The inbox's messages with this Message-ID or this content hash, those with the content
-    hash first (at most COPY_ROWS): duplicates, reused ids and our own mail coming back."""
+    hash first (at most COPY_ROWS): duplicates, reused ids and our own mail coming back. Two
+    index lookups (inbox + content hash, inbox + Message-ID), never a walk through the inbox."""
+    columns = (
+        messages.c.id,
+        messages.c.conversation_id,
+        messages.c.thread_reason,
+        messages.c.direction,
+        messages.c.message_id,
+        messages.c.content_hash,
+    )
+    same_content = select(*columns).where(
+        messages.c.inbox == inbox, messages.c.content_hash == content_hash
+    )
+    same_id = select(*columns).where(messages.c.inbox == inbox, messages.c.message_id == message_id)
+    found = union(
+        select(same_content.subquery()), select(same_id.limit(COPY_ROWS).subquery())
+    ).subquery()
     result = await connection.execute(
-        select(
-            messages.c.id,
-            messages.c.conversation_id,
-            messages.c.thread_reason,
-            messages.c.direction,
-            messages.c.message_id,
-            messages.c.content_hash,
-        )
-        .where(
-            messages.c.inbox == inbox,
-            or_(messages.c.message_id == message_id, messages.c.content_hash == content_hash),
-        )
-        .order_by((messages.c.content_hash == content_hash).desc(), messages.c.id)
+        select(found)
+        .order_by((found.c.content_hash == content_hash).desc(), found.c.id)
         .limit(COPY_ROWS)
     )
     return [StoredCopy(*row) for row in result.all()]
