@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, and_, func, select, tuple_, update
+from sqlalchemy import Connection, Insert, Row, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
@@ -552,10 +552,12 @@ def _queue_rows(
     connection.execute(statement, list(rows.values()))
     found = connection.execute(
         select(inbound_queue.c.inbox, inbound_queue.c.raw_id, inbound_queue.c.id).where(
-            tuple_(inbound_queue.c.inbox, inbound_queue.c.raw_id).in_(list(rows))
+            inbound_queue.c.inbox.in_(sorted({inbox for inbox, _ in rows})),
+            inbound_queue.c.raw_id.in_(sorted({raw_id for _, raw_id in rows})),
         )
     )
-    return {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
+    pairs = {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
+    return {key: pairs[key] for key in rows}
 
 
 # -- writes inside the worker's transaction --------------------------------------------------
