@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, and_, func, select, update
+from sqlalchemy import Connection, Insert, Row, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
@@ -563,14 +563,36 @@ def _queue_rows(
 # -- writes inside the worker's transaction --------------------------------------------------
 
 
+CONTACT_BY_EMAIL = select(contacts.c.id, contacts.c.name).where(
+    contacts.c.email == bindparam("email")
+)
+MESSAGE_OF_QUEUE_ROW = select(messages.c.id).where(messages.c.queue_id == bindparam("queue_id"))
+FINISH = (
+    update(inbound_queue)
+    .where(inbound_queue.c.id == bindparam("queue_id"))
+    .values(state=QueueState.DONE, reason=None, claimed_by=None)
+)
+# Dialect-specific statements (INSERT ... ON CONFLICT, RETURNING), built once per dialect.
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def _built(connection: AsyncConnection, name: str, build: Callable[[], Any]) -> Any:
+    """A statement built once per dialect and kept; its values are passed as parameters."""
+    key = (connection.dialect.name, name)
+    if key not in _BUILT:
+        _BUILT[key] = build()
+    return _BUILT[key]
+
+
 async def upsert_contact(connection: AsyncConnection, email: str, name: str) -> int:
     """The contact with this address, created (with its display name) when new."""
-    statement = _insert(connection, contacts).values(email=email, name=name, created_at=utcnow())
-    await connection.execute(statement.on_conflict_do_nothing(index_elements=["email"]))
-    found = await connection.execute(
-        select(contacts.c.id, contacts.c.name).where(contacts.c.email == email)
+    insert = _built(
+        connection,
+        "contact",
+        lambda: _insert(connection, contacts).on_conflict_do_nothing(index_elements=["email"]),
     )
-    row = found.one()
+    await connection.execute(insert, {"email": email, "name": name, "created_at": utcnow()})
+    row = (await connection.execute(CONTACT_BY_EMAIL, {"email": email})).one()
     if name and not row.name:
         await connection.execute(update(contacts).where(contacts.c.id == row.id).values(name=name))
     return int(row.id)
@@ -592,7 +614,7 @@ async def conversation_by_message_ids(
 
 async def message_for_queue_row(connection: AsyncConnection, queue_id: int) -> int | None:
     """The message already stored for a queue row, if a previous attempt got that far."""
-    found = await connection.scalar(select(messages.c.id).where(messages.c.queue_id == queue_id))
+    found = await connection.scalar(MESSAGE_OF_QUEUE_ROW, {"queue_id": queue_id})
     return None if found is None else int(found)
 
 
@@ -609,18 +631,21 @@ async def create_conversation(
     """A new open conversation with its own unguessable reply token (128 random bits, lower
     case: intake lower-cases recipient addresses), the key of its subject, and the channel it
     came in on ("fallback_email" or a team address)."""
-    statement = _insert(connection, conversations).values(
-        inbox=inbox,
-        subject=subject,
-        subject_key=subject_key,
-        status=ConversationStatus.OPEN,
-        contact_id=contact_id,
-        channel=channel,
-        reply_token=secrets.token_hex(16),
-        created_at=when,
-        updated_at=when,
+    statement = _built(
+        connection, "conversation", lambda: _inserted_id(_insert(connection, conversations))
     )
-    return int((await connection.execute(_inserted_id(statement))).scalar_one())
+    values = {
+        "inbox": inbox,
+        "subject": subject,
+        "subject_key": subject_key,
+        "status": ConversationStatus.OPEN,
+        "contact_id": contact_id,
+        "channel": channel,
+        "reply_token": secrets.token_hex(16),
+        "created_at": when,
+        "updated_at": when,
+    }
+    return int((await connection.execute(statement, values)).scalar_one())
 
 
 async def touch_conversation(
@@ -640,8 +665,4 @@ async def insert_message(connection: AsyncConnection, values: dict[str, Any]) ->
 
 async def finish(connection: AsyncConnection, queue_id: int) -> None:
     """Mark a queue row done, in the same transaction as the rows it produced."""
-    await connection.execute(
-        update(inbound_queue)
-        .where(and_(inbound_queue.c.id == queue_id))
-        .values(state=QueueState.DONE, reason=None, claimed_by=None, updated_at=utcnow())
-    )
+    await connection.execute(FINISH, {"queue_id": queue_id, "updated_at": utcnow()})
