@@ -1062,3 +1062,23 @@ def tokens_revoke(token_id: int, config_dir: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.command("worker")
+@config_option
+@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice([f.value for f in logs.LogFormat]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--child", is_flag=True, hidden=True, help="started by serve")
+@guarded
+def worker(config_dir: Path, log_level: str, log_format: str, child: bool) -> None:
+    """Run only the inbound worker (serve starts `[worker] processes` of these by itself)."""
+    from mailgateway import worker_processes
+
+    logs.configure(log_level, log_format=logs.LogFormat(log_format))
+    raise SystemExit(worker_processes.main(config_dir, child=child))
+

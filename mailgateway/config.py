@@ -420,6 +420,9 @@ class WorkerConfig(_Model):
     poll_interval: Seconds = 1.0
     retry_delay: Delay = 30.0
     lease: Seconds = 600.0
+    processes: Annotated[int, Strict(), Field(ge=0, le=64)] = Field(
+        default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0
+    )
 
 
 class OutboundConfig(_Model):

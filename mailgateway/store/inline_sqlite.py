@@ -76,4 +76,5 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
         return args, {**kwargs, "factory": InlineConnection}
 
 
+SCHEME = "sqlite+inline"
 registry.register("sqlite.inline", __name__, "InlineSQLiteDialect")

@@ -122,9 +122,10 @@ def _inserted_id(statement: Insert) -> Any:
 
 
 def _sqlite_writer(engine: AsyncEngine) -> SqliteWriter | None:
-    """A writer thread for a SQLite file (not for an in-memory database or PostgreSQL)."""
+    """A writer thread for a SQLite file reached through aiosqlite (not for an in-memory
+    database, nor for PostgreSQL or SQLite statements that run inline)."""
     database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+    if engine.dialect.driver != "aiosqlite" or not database or database == ":memory:":
         return None
     return SqliteWriter(engine.url)
 
