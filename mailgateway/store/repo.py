@@ -518,27 +518,28 @@ def enqueue_rows(connection: Connection, submissions: Sequence[Submission]) -> l
 
 
 def _raw_ids(connection: Connection, blobs: Sequence[bytes]) -> dict[str, int]:
-    """The ids of the stored copies of these bytes by digest, storing the new ones."""
+    """The ids of the stored copies of these bytes by digest, storing the new ones: one
+    INSERT ... ON CONFLICT that returns the id of every row, new or already stored (a no-op
+    update of the key makes the stored ones return theirs)."""
     now = utcnow()
     unique = {digest_of(data): data for data in blobs}
     rows = [
         {"digest": digest, "size": len(data), "data": data, "received_at": now}
         for digest, data in unique.items()
     ]
-    statement = _insert(connection, raw_messages).on_conflict_do_nothing(index_elements=["digest"])
-    connection.execute(statement, rows)
-    found = connection.execute(
-        select(raw_messages.c.digest, raw_messages.c.id).where(
-            raw_messages.c.digest.in_(list(unique))
-        )
-    )
+    insert = _insert(connection, raw_messages)
+    statement = insert.on_conflict_do_update(
+        index_elements=["digest"], set_={"digest": insert.excluded.digest}
+    ).returning(raw_messages.c.digest, raw_messages.c.id)
+    found = connection.execute(statement, rows)
     return {digest: int(raw_id) for digest, raw_id in found.all()}
 
 
 def _queue_rows(
     connection: Connection, submissions: Sequence[Submission], raw_ids: dict[str, int]
 ) -> dict[tuple[str, int], int]:
-    """The queue rows of each (inbox, raw message), created when new."""
+    """The queue rows of each (inbox, raw message), created when new; one statement that
+    returns new and existing rows alike (a retried delivery finds the row it made before)."""
     now = utcnow()
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for submission in submissions:
@@ -547,18 +548,12 @@ def _queue_rows(
             rows.setdefault(
                 (delivery.inbox, raw_id), _queue_values(submission, delivery, raw_id, now)
             )
-    statement = _insert(connection, inbound_queue).on_conflict_do_nothing(
-        index_elements=["inbox", "raw_id"]
-    )
-    connection.execute(statement, list(rows.values()))
-    found = connection.execute(
-        select(inbound_queue.c.inbox, inbound_queue.c.raw_id, inbound_queue.c.id).where(
-            inbound_queue.c.inbox.in_(sorted({inbox for inbox, _ in rows})),
-            inbound_queue.c.raw_id.in_(sorted({raw_id for _, raw_id in rows})),
-        )
-    )
-    pairs = {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
-    return {key: pairs[key] for key in rows}
+    insert = _insert(connection, inbound_queue)
+    statement = insert.on_conflict_do_update(
+        index_elements=["inbox", "raw_id"], set_={"inbox": insert.excluded.inbox}
+    ).returning(inbound_queue.c.inbox, inbound_queue.c.raw_id, inbound_queue.c.id)
+    found = connection.execute(statement, list(rows.values()))
+    return {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
 
 
 # -- writes inside the worker's transaction --------------------------------------------------
