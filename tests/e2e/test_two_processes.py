@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 import uuid
 from collections import Counter
@@ -54,11 +53,12 @@ users = ["alice", "bob"]
 
 
 def shared_config(directory: Path, database: str, **worker: Any) -> Path:
-    """A configuration both processes use: support assigns round robin to alice and bob."""
+    """A configuration both daemons use: support assigns round robin to alice and bob; each
+    daemon runs its inbound worker in a worker process of its own (the default)."""
     config = write_config(
         directory,
         pg_url(database, "postgresql"),
-        worker={"poll_interval": 0.2, **worker},
+        worker={"poll_interval": 0.2, "processes": 1, **worker},
         max_connections_per_ip=50,
     )
     (config / "inboxes" / "support.toml").write_text(ROUND_ROBIN)
@@ -239,9 +239,9 @@ def test_killed_process_claims_are_finished_by_the_other_after_the_lease(
     config = shared_config(tmp_path / "config", pg_database, batch_size=KILL_BATCH, lease=LEASE)
     asyncio.run(enqueue(url, KILL_MESSAGES))
     first = Daemon(config, tmp_path / "a.log")
-    name = f"{socket.gethostname()}:{first.process.pid}"
+    name = worker_of(first)
     asyncio.run(mid_batch(url, name))
-    first.stop(signal.SIGKILL)
+    first.stop(signal.SIGKILL)  # its worker process dies with it
     orphaned = asyncio.run(fetch(url, claimed_by(name)))
     assert orphaned, "the killed process held no claimed rows"
     second = Daemon(config, tmp_path / "b.log")
@@ -258,6 +258,17 @@ def test_killed_process_claims_are_finished_by_the_other_after_the_lease(
     per_row = select(messages.c.queue_id, func.count()).group_by(messages.c.queue_id)
     stored = asyncio.run(fetch(url, per_row))
     assert len(stored) == KILL_MESSAGES and {count for _, count in stored} == {1}
+
+
+def worker_of(daemon: Daemon, timeout: float = 30.0) -> str:
+    """The claim name of the daemon's worker process, once it has started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in daemon.events():
+            if event["event"] == "worker.started":
+                return str(event["name"])
+        time.sleep(0.05)
+    raise AssertionError("the worker process did not start")
 
 
 def claimed_by(worker: str) -> Any:
