@@ -139,7 +139,9 @@ async def run_worker(config: Config, *, child: bool) -> int:
     store = Store(create_engine(worker_database_url(config.gateway.database)))
     await require_schema(store)
     settings = config.gateway
-    worker = InboundWorker(store, settings.worker, id_domain=settings.smtp.hostname, config=config)
+    worker = InboundWorker(
+        store, settings.worker, id_domain=settings.smtp.hostname, config=config, inline=True
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)

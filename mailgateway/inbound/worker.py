@@ -6,11 +6,11 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -51,6 +51,8 @@ from mailgateway.store.repo import ClaimedItem, Store
 from mailgateway.store.schema import utcnow
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 # Messages stored per transaction: short transactions let SMTP commits (which a client is
 # waiting for) in between on SQLite's single writer.
@@ -375,8 +377,10 @@ class InboundWorker:
         id_domain: str,
         config: Config | None = None,
         dkim: DkimVerifier | None = None,
+        inline: bool = False,
     ) -> None:
         self.store = store
+        self.inline = inline  # a worker process: CPU work runs here, no thread to hand it to
         self.settings = settings
         self.id_domain = id_domain
         self.config = config  # users, inboxes and [trust] for the origin step; None: From header
@@ -456,6 +460,13 @@ class InboundWorker:
                     await self.process(item)
         return len(batch)
 
+    async def offload(self, work: Callable[..., T], *args: Any) -> T:
+        """CPU work (parsing, DKIM): in a thread beside SMTP intake, inline in a worker process
+        where nothing else waits for the event loop."""
+        if self.inline:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
+
     def analyse_all(self, batch: list[ClaimedItem]) -> list[Analysis]:
         """Parse and classify a batch (in a worker thread: it is CPU work)."""
         return [analyse(item.data, item.mail_from, id_domain=self.id_domain) for item in batch]
@@ -478,8 +489,8 @@ class InboundWorker:
         """Store a whole batch in one transaction; False (nothing stored) if any row fails, so
         that the rows are then processed one by one and only the bad one is retried."""
         try:
-            analyses = await asyncio.to_thread(self.analyse_all, batch)
-            origins = await asyncio.to_thread(self.origins_of, batch, analyses)
+            analyses = await self.offload(self.analyse_all, batch)
+            origins = await self.offload(self.origins_of, batch, analyses)
             async with self.store.transaction() as connection:
                 outcomes = [
                     await store_message(
@@ -497,8 +508,8 @@ class InboundWorker:
     async def process(self, item: ClaimedItem) -> Outcome | None:
         """Process one row; a failure is recorded, retried later, and held after the last try."""
         try:
-            [analysis] = await asyncio.to_thread(self.analyse_all, [item])
-            [origin] = await asyncio.to_thread(self.origins_of, [item], [analysis])
+            [analysis] = await self.offload(self.analyse_all, [item])
+            [origin] = await self.offload(self.origins_of, [item], [analysis])
             outcome = await self._store(item, analysis, origin)
         except Exception as error:
             await self.record_failure(item, error)
