@@ -293,6 +293,15 @@ class Database:
             asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def postgres_reachable() -> bool:
+    """Whether the PostgreSQL server answers."""
+    try:
+        asyncio.run(pg_admin("SELECT 1"))
+    except Exception:  # refused, unknown host, bad credentials, no driver: all mean "skip it"
+        return False
+    return True
+
+
 async def pg_admin(statement: str) -> None:
     """One statement on the PostgreSQL server."""
     import asyncpg
@@ -515,6 +524,9 @@ def main() -> None:
     if args.load:
         return asyncio.run(python_load(args.load[0], args.load[1], SESSIONS, 1024, []))
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
+    if args.database == "both" and not postgres_reachable():
+        print(f"bench: PostgreSQL at {PG_ADMIN} is not reachable; SQLite only")
+        kinds = ["sqlite"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(args.messages, args.rounds, Path(tmp))
