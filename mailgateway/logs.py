@@ -82,7 +82,10 @@ def configure(
             *renderers(wants_console(log_format, stream), stream),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per event (message and newline together): serve and its worker processes
+        # share stdout, and with PYTHONUNBUFFERED a separate newline could land between the
+        # other process's line.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
 

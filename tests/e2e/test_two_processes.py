@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mailgateway.store.db import create_engine
 from mailgateway.store.repo import (
@@ -27,8 +27,9 @@ from mailgateway.store.repo import (
     inbound_queue,
     messages,
 )
+from mailgateway.store.schema import utcnow
 from tests.conftest import _pg_execute, pg_url
-from tests.e2e.test_daemon import Daemon
+from tests.e2e.daemon import Daemon
 from tests.support import SALES, SUPPORT, RawSMTP, make_message, write_config
 
 SPLIT_MESSAGES = 2000
@@ -130,13 +131,13 @@ def shared_run(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> It
     asyncio.run(_pg_execute(f'CREATE DATABASE "{database}" TEMPLATE "{pg_template}"'))
     tmp = tmp_path_factory.mktemp("two")
     config = shared_config(tmp / "config", database)
-    daemons = [Daemon(config, tmp / "a.log"), Daemon(config, tmp / "b.log")]
     try:
-        yield asyncio.run(_deliver(daemons, pg_url(database)))
-    finally:
-        for daemon in daemons:
-            if daemon.process.poll() is None:
+        with Daemon(config, tmp / "a.log") as first, Daemon(config, tmp / "b.log") as second:
+            daemons = [first, second]
+            yield asyncio.run(_deliver(daemons, pg_url(database)))
+            for daemon in daemons:
                 daemon.stop()
+    finally:
         asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
@@ -233,22 +234,24 @@ KILL_MESSAGES = 300
 def test_killed_process_claims_are_finished_by_the_other_after_the_lease(
     pg_database: str, tmp_path: Path
 ) -> None:
-    """A process SIGKILLed mid-batch leaves claimed rows; the other process finishes them
-    once the lease has run out (not before), and every message is stored exactly once."""
+    """A process SIGKILLed mid-batch leaves claimed rows; the other process, already running
+    (so it cannot tell at start-up that their claimer is gone), finishes them once the lease
+    has run out, not before, and every message is stored exactly once."""
     url = pg_url(pg_database)
     config = shared_config(tmp_path / "config", pg_database, batch_size=KILL_BATCH, lease=LEASE)
     asyncio.run(enqueue(url, KILL_MESSAGES))
-    first = Daemon(config, tmp_path / "a.log")
-    name = worker_of(first)
-    asyncio.run(mid_batch(url, name))
-    first.stop(signal.SIGKILL)  # its worker process dies with it
-    orphaned = asyncio.run(fetch(url, claimed_by(name)))
-    assert orphaned, "the killed process held no claimed rows"
-    second = Daemon(config, tmp_path / "b.log")
-    try:
+    asyncio.run(due_in(url, timedelta(hours=1)))  # parked until both workers run
+    with Daemon(config, tmp_path / "b.log") as second:
+        worker_of(second)
+        with Daemon(config, tmp_path / "a.log") as first:
+            name = worker_of(first)
+            asyncio.run(due_in(url, timedelta(0)))
+            asyncio.run(mid_batch(url, name))
+            first.stop(signal.SIGKILL)  # its worker process dies with it
+        orphaned = asyncio.run(fetch(url, claimed_by(name)))
+        assert orphaned, "the killed process held no claimed rows"
         counts = asyncio.run(wait_done(url, KILL_MESSAGES))
-    finally:
-        second.stop()
+        assert second.stop() == 0
     assert counts == {"done": KILL_MESSAGES}
     rows = {row.id: row for row in asyncio.run(fetch(url, select(inbound_queue)))}
     for row in orphaned:
@@ -292,6 +295,20 @@ async def enqueue(url: str, count: int) -> None:
         )
     finally:
         await store.close()
+
+
+async def due_in(url: str, delay: timedelta) -> None:
+    """Make every queued row due after `delay` from now."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(inbound_queue)
+                .where(inbound_queue.c.state == "queued")
+                .values(next_attempt_at=utcnow() + delay)
+            )
+    finally:
+        await engine.dispose()
 
 
 async def mid_batch(url: str, worker: str, timeout: float = 60.0) -> None:

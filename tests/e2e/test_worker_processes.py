@@ -6,23 +6,25 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_daemon import Daemon, send, wait_processed
+from tests.e2e.daemon import Daemon, send, wait_processed
 from tests.support import make_message, write_config
 
 SLOW_POLL = 30.0
 
 
 @pytest.fixture
-def daemon(tmp_path: Path, db_url: str) -> Daemon:
+def daemon(tmp_path: Path, db_url: str) -> Iterator[Daemon]:
     """`mailgateway serve` with one worker process that polls only every 30 s."""
     config = write_config(
         tmp_path / "config", db_url, worker={"processes": 1, "poll_interval": SLOW_POLL}
     )
-    return Daemon(config, tmp_path / "daemon.log")
+    with Daemon(config, tmp_path / "daemon.log") as running:
+        yield running
 
 
 def worker_pids(daemon: Daemon) -> list[int]:
