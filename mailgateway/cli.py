@@ -1074,11 +1074,13 @@ if __name__ == "__main__":  # pragma: no cover
     show_default=True,
 )
 @click.option("--child", is_flag=True, hidden=True, help="started by serve")
+@click.option("--report-fd", type=int, hidden=True, help="pipe for serve's metrics")
 @guarded
-def worker(config_dir: Path, log_level: str, log_format: str, child: bool) -> None:
+def worker(
+    config_dir: Path, log_level: str, log_format: str, child: bool, report_fd: int | None
+) -> None:
     """Run only the inbound worker (serve starts `[worker] processes` of these by itself)."""
     from mailgateway import worker_processes
 
     logs.configure(log_level, log_format=logs.LogFormat(log_format))
-    raise SystemExit(worker_processes.main(config_dir, child=child))
-
+    raise SystemExit(worker_processes.main(config_dir, child=child, report_fd=report_fd))

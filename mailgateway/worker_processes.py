@@ -9,16 +9,19 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import BinaryIO
 
-from mailgateway import logs
+from mailgateway import logs, metrics
 from mailgateway.config import Config, DatabaseConfig, load_config
+from mailgateway.domain import QueueState
 from mailgateway.errors import ConfigError
-from mailgateway.inbound.worker import InboundWorker
+from mailgateway.inbound.worker import InboundWorker, Outcome
 from mailgateway.logs import get_logger
 from mailgateway.store import inline_sqlite
 from mailgateway.store.db import create_engine
-from mailgateway.store.repo import Store
+from mailgateway.store.repo import ClaimedItem, Store
 
 log = get_logger(__name__)
 
@@ -45,29 +48,43 @@ class WorkerProcesses:
 
     async def _keep(self, slot: int) -> None:
         """Run the slot's process; start it again when it exits unasked."""
+        loop = asyncio.get_running_loop()
         while not self.stopping:
-            child = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mailgateway",
-                "worker",
-                "--config",
-                str(self.directory),
-                "--log-level",
-                logs.configured_level,
-                "--log-format",
-                logs.configured_format,
-                "--child",
-                stdin=asyncio.subprocess.PIPE,
-            )
+            read_end, write_end = os.pipe()
+            try:
+                child = await self._spawn(write_end)
+            finally:
+                os.close(write_end)
+            reports, _ = await loop.connect_read_pipe(MetricsPipe, os.fdopen(read_end, "rb", 0))
             self.children[slot] = child
             log.info("worker.process_started", slot=slot, pid=child.pid)
             code = await child.wait()
+            reports.close()
             del self.children[slot]
             if self.stopping:
                 return
             log.error("worker.process_exited", slot=slot, pid=child.pid, code=code)
             await asyncio.sleep(RESTART_DELAY)
+
+    async def _spawn(self, report_fd: int) -> asyncio.subprocess.Process:
+        """One worker process, logging as this one does, reporting its metrics on `report_fd`."""
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mailgateway",
+            "worker",
+            "--config",
+            str(self.directory),
+            "--log-level",
+            logs.configured_level,
+            "--log-format",
+            logs.configured_format,
+            "--child",
+            "--report-fd",
+            str(report_fd),
+            stdin=asyncio.subprocess.PIPE,
+            pass_fds=(report_fd,),
+        )
 
     def wake(self) -> None:
         """Mail was committed: tell every worker process (once per turn of the event loop)."""
@@ -120,18 +137,19 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def main(directory: Path, *, child: bool) -> int:
+def main(directory: Path, *, child: bool, report_fd: int | None = None) -> int:
     """`mailgateway worker`: one inbound worker on the configured event loop."""
     from mailgateway.app import loop_factory
 
     if child:
         die_with_parent()
     config = load_config(directory)
+    report = None if report_fd is None else os.fdopen(report_fd, "wb", 0)
     with asyncio.Runner(loop_factory=loop_factory(config.gateway.server)) as runner:
-        return runner.run(run_worker(config, child=child))
+        return runner.run(run_worker(config, child=child, report=report))
 
 
-async def run_worker(config: Config, *, child: bool) -> int:
+async def run_worker(config: Config, *, child: bool, report: BinaryIO | None = None) -> int:
     """Run one inbound worker until SIGTERM; a child of `serve` also follows its standard input
     (a byte: new mail; end of input: the daemon is gone)."""
     from mailgateway.app import require_schema
@@ -139,9 +157,10 @@ async def run_worker(config: Config, *, child: bool) -> int:
     store = Store(create_engine(worker_database_url(config.gateway.database)))
     await require_schema(store)
     settings = config.gateway
-    worker = InboundWorker(
+    worker = ReportingWorker(
         store, settings.worker, id_domain=settings.smtp.hostname, config=config, inline=True
     )
+    worker.report = report
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
@@ -181,3 +200,45 @@ class WakePipe(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """The daemon is gone: finish the message in hand and stop."""
         self.worker.stop()
+
+
+class ReportingWorker(InboundWorker):
+    """An inbound worker that also reports each stored and failed message to the daemon that
+    started it, whose /metrics counts them (a worker process serves no metrics of its own)."""
+
+    report: BinaryIO | None = None
+
+    def log_stored(self, item: ClaimedItem, outcome: Outcome) -> None:
+        """One event per stored message, and a report of it."""
+        super().log_stored(item, outcome)
+        self._send(f"stored {time.monotonic() - self.claimed_at:.6f}")
+
+    async def record_failure(self, item: ClaimedItem, error: Exception) -> None:
+        """Record the failed attempt, and report it."""
+        hold = item.attempts >= self.settings.max_attempts
+        self._send(f"failed {QueueState.HELD if hold else QueueState.QUEUED}")
+        await super().record_failure(item, error)
+
+    def _send(self, line: str) -> None:
+        """One report line (dropped if the daemon is gone)."""
+        if self.report is not None:
+            with contextlib.suppress(OSError):
+                self.report.write(line.encode() + b"\n")
+
+
+class MetricsPipe(asyncio.Protocol):
+    """The daemon's end of a worker process's reports: each line updates its metrics."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def data_received(self, data: bytes) -> None:
+        """Count every complete report line."""
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        for line in lines:
+            kind, _, value = line.decode("ascii", "replace").partition(" ")
+            if kind == "stored":
+                metrics.INBOUND_STORED.inc()
+                metrics.PROCESSING_SECONDS.observe(float(value))
+            elif kind == "failed":
+                metrics.INBOUND_FAILED.labels(state=value).inc()

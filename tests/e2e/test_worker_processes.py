@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,24 @@ def test_mail_is_stored_by_a_woken_worker_process(daemon: Daemon, db_url: str) -
     assert time.monotonic() - started < SLOW_POLL / 3
     [pid] = worker_pids(daemon)
     assert pid != daemon.process.pid
+    assert daemon.stop() == 0
+
+
+def test_worker_process_counts_show_in_the_daemons_metrics(daemon: Daemon, db_url: str) -> None:
+    """Messages stored by the worker process are counted in serve's /metrics."""
+    daemon.wait_event("worker.started")
+    for n in range(2):
+        assert send(daemon.port, make_message(subject=f"counted {n}"))[0] == 250
+    wait_processed(db_url, 2)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(daemon.http + "/metrics", timeout=5).read().decode()
+        samples = dict(line.split(" ", 1) for line in text.splitlines() if line[:1] not in "#")
+        if float(samples.get("mailgateway_inbound_stored_total", 0)) >= 2:
+            break
+        time.sleep(0.1)
+    assert float(samples["mailgateway_inbound_stored_total"]) == 2
+    assert float(samples["mailgateway_inbound_processing_seconds_count"]) == 2
     assert daemon.stop() == 0
 
 
