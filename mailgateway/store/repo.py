@@ -503,6 +503,23 @@ async def _claimable(
 # -- intake's group commit (synchronous: on the SQLite writer thread, or via run_sync) --------
 
 
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert_returning(connection: Connection, table: Table, key: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET key = key RETURNING key..., id: every row's id,
+    new or stored before. Built once per dialect and table (building it costs more than
+    running it); the rows are parameters."""
+    cache = (connection.dialect.name, table.name)
+    if cache not in _UPSERTS:
+        insert = _insert(connection, table)
+        statement = insert.on_conflict_do_update(
+            index_elements=list(key), set_={key[0]: insert.excluded[key[0]]}
+        )
+        _UPSERTS[cache] = statement.returning(*(table.c[name] for name in key), table.c.id)
+    return _UPSERTS[cache]
+
+
 def enqueue_rows(connection: Connection, submissions: Sequence[Submission]) -> list[list[int]]:
     """Store a batch of messages with one statement per step; the queue ids of each message,
     in order. Bytes stored before, and deliveries queued before, are found, not stored again."""
@@ -527,11 +544,7 @@ def _raw_ids(connection: Connection, blobs: Sequence[bytes]) -> dict[str, int]:
         {"digest": digest, "size": len(data), "data": data, "received_at": now}
         for digest, data in unique.items()
     ]
-    insert = _insert(connection, raw_messages)
-    statement = insert.on_conflict_do_update(
-        index_elements=["digest"], set_={"digest": insert.excluded.digest}
-    ).returning(raw_messages.c.digest, raw_messages.c.id)
-    found = connection.execute(statement, rows)
+    found = connection.execute(_upsert_returning(connection, raw_messages, ("digest",)), rows)
     return {digest: int(raw_id) for digest, raw_id in found.all()}
 
 
@@ -548,10 +561,7 @@ def _queue_rows(
             rows.setdefault(
                 (delivery.inbox, raw_id), _queue_values(submission, delivery, raw_id, now)
             )
-    insert = _insert(connection, inbound_queue)
-    statement = insert.on_conflict_do_update(
-        index_elements=["inbox", "raw_id"], set_={"inbox": insert.excluded.inbox}
-    ).returning(inbound_queue.c.inbox, inbound_queue.c.raw_id, inbound_queue.c.id)
+    statement = _upsert_returning(connection, inbound_queue, ("inbox", "raw_id"))
     found = connection.execute(statement, list(rows.values()))
     return {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
 
