@@ -57,8 +57,8 @@ ROWS: list[tuple[str, str, str, str, int]] = [
     (
         "messages",
         "id, conversation_id, inbox, queue_id, raw_id, direction, message_id,"
-        " message_id_generated, in_reply_to, \"references\", subject, from_email, from_name,"
-        " \"to\", cc, text, attachments, attribution, thread_reason, auto_submitted, defects,"
+        ' message_id_generated, in_reply_to, "references", subject, from_email, from_name,'
+        ' "to", cc, text, attachments, attribution, thread_reason, auto_submitted, defects,'
         " created_at, content_hash",
         "n, (n + 1) / 2, {inbox_of_message}, n, n, 'inbound', '<bulk-' || n || '@bulk.test>',"
         " 0, '[]', '[]', 'Bulk', 'c' || ((n + 3) / 4) || '@bulk.test', '', '[]', '[]', 'bulk',"
