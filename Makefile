@@ -31,7 +31,7 @@ lint: venv
 	$(BIN)/mypy
 
 bench: venv
-	$(BIN)/python bench/bench_intake.py
+	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_forwards.py
 	$(BIN)/python bench/bench_imap.py
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from mailgateway.config import Config, DatabaseConfig, load_config
+from mailgateway.config import Config, DatabaseConfig, EventLoop, ServerConfig, load_config
 from mailgateway.errors import ConfigError, RefusedError
 from mailgateway.inbound.worker import InboundWorker
 from mailgateway.intake.imap import ChannelPollers
@@ -25,6 +25,7 @@ from mailgateway.sdnotify import SystemdNotifier
 from mailgateway.store.db import create_engine, current_revision, head_revision
 from mailgateway.store.repo import Store
 from mailgateway.web.server import HttpServer, start_http
+from mailgateway.worker_processes import WorkerProcesses
 
 log = get_logger(__name__)
 
@@ -73,6 +74,7 @@ class Gateway:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     outbound: OutboundWorker | None = None
     http: HttpServer | None = None
+    workers: WorkerProcesses | None = None  # with [worker] processes > 0; else `worker` runs here
 
     notifier: Notifier | None = None
     channels: ChannelPollers | None = None  # IMAP pollers, one per enabled channel
@@ -99,6 +101,8 @@ class Gateway:
             self.outbound.reconfigure(config)
 
         self.worker.reconfigure(config)
+        if self.workers is not None:
+            self.workers.reload()
         if self.notifier is not None:
             self.notifier.settings = config.gateway.notifications
         if self.channels is not None:
@@ -119,6 +123,8 @@ class Gateway:
         if self.channels is not None:
             await self.channels.stop()
         self.worker.stop()
+        if self.workers is not None:
+            await self.workers.stop(SHUTDOWN_GRACE)
         if self.outbound is not None:
             self.outbound.stop()
 
@@ -139,15 +145,22 @@ async def start(config: Config) -> Gateway:
     worker = InboundWorker(
         store, gateway_settings.worker, id_domain=gateway_settings.smtp.hostname, config=config
     )
+    processes = gateway_settings.worker.processes
+    workers = WorkerProcesses(config.directory, processes) if processes else None
+    wake = worker.wake if workers is None else workers.wake
     handler = IntakeHandler(
-        config, store, free_space=free_space_probe(gateway_settings.database), on_commit=worker.wake
+        config, store, free_space=free_space_probe(gateway_settings.database), on_commit=wake
     )
     limiter = ConnectionLimiter(
         gateway_settings.smtp.max_connections, gateway_settings.smtp.max_connections_per_ip
     )
     gateway = Gateway(config, store, handler, worker, limiter)
     gateway.servers = await start_servers(handler, limiter, gateway_settings.smtp.endpoints)
-    gateway.tasks.append(asyncio.create_task(worker.run()))
+    if workers is None:
+        gateway.tasks.append(asyncio.create_task(worker.run()))
+    else:
+        gateway.workers = workers
+        workers.start()
     gateway.outbound = OutboundWorker(store, config, signer)
     gateway.tasks.append(asyncio.create_task(gateway.outbound.run()))
 
@@ -159,7 +172,7 @@ async def start(config: Config) -> Gateway:
     )
     gateway.tasks.append(asyncio.create_task(gateway.notifier.run()))
 
-    gateway.channels = ChannelPollers(store, on_commit=worker.wake)
+    gateway.channels = ChannelPollers(store, on_commit=wake)
     gateway.channels.apply(config)
     gateway.http = await start_http(gateway, gateway_settings.http.endpoint)
     log.info(
@@ -177,6 +190,24 @@ def reload_notified(gateway: Gateway, directory: Path, notifier: SystemdNotifier
     notifier.reloading()
     gateway.reload(directory)
     notifier.ready(f"serving {len(gateway.config.inboxes)} inboxes")
+
+
+def loop_factory(server: ServerConfig) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop `[server] event_loop` names (uvloop by default when installed)."""
+    if server.event_loop is EventLoop.UVLOOP:
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def run(directory: Path) -> int:
+    """Run the daemon on the configured event loop until it is stopped."""
+    server = load_config(directory).gateway.server
+    with asyncio.Runner(loop_factory=loop_factory(server)) as runner:
+        loop = runner.get_loop()
+        log.info("gateway.event_loop", event_loop=server.event_loop, loop=type(loop).__module__)
+        return runner.run(serve(directory))
 
 
 async def serve(directory: Path) -> int:

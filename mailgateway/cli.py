@@ -179,7 +179,7 @@ def check_config(config_dir: Path) -> None:
 def serve(config_dir: Path, log_level: str, log_format: str) -> None:
     """Run the daemon: SMTP intake, the inbound and outbound workers, the HTTP API."""
     logs.configure(log_level, log_format=logs.LogFormat(log_format))
-    raise SystemExit(asyncio.run(app.serve(config_dir)))
+    raise SystemExit(app.run(config_dir))
 
 
 @main.group("db")
@@ -1062,3 +1062,25 @@ def tokens_revoke(token_id: int, config_dir: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.command("worker")
+@config_option
+@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice([f.value for f in logs.LogFormat]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--child", is_flag=True, hidden=True, help="started by serve")
+@click.option("--report-fd", type=int, hidden=True, help="pipe for serve's metrics")
+@guarded
+def worker(
+    config_dir: Path, log_level: str, log_format: str, child: bool, report_fd: int | None
+) -> None:
+    """Run only the inbound worker (serve starts `[worker] processes` of these by itself)."""
+    from mailgateway import worker_processes
+
+    logs.configure(log_level, log_format=logs.LogFormat(log_format))
+    raise SystemExit(worker_processes.main(config_dir, child=child, report_fd=report_fd))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import importlib.util
 import ipaddress
 import os
 import re
@@ -342,6 +343,7 @@ class SmtpConfig(_Model):
     max_header_lines: Count = 1000
     max_header_size: Size = 2**20
     max_junk_commands: Count = 100
+    max_queue_depth: Count = 100_000
 
     @field_validator("tls_cert")
     @classmethod
@@ -417,6 +419,10 @@ class WorkerConfig(_Model):
     max_attempts: Count = 3
     poll_interval: Seconds = 1.0
     retry_delay: Delay = 30.0
+    lease: Seconds = 600.0
+    processes: Annotated[int, Strict(), Field(ge=0, le=64)] = Field(
+        default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0
+    )
 
 
 class OutboundConfig(_Model):
@@ -513,6 +519,33 @@ class ImapConfig(_Model):
     reconnect_max: Seconds = 300.0
 
 
+class EventLoop(enum.StrEnum):
+    """Which asyncio event loop the daemon runs on."""
+
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
+def uvloop_installed() -> bool:
+    """Whether the uvloop package can be imported."""
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def _loop_available(value: EventLoop) -> EventLoop:
+    """uvloop only when it is installed."""
+    if value is EventLoop.UVLOOP and not uvloop_installed():
+        raise ValueError('uvloop is not installed (pip install uvloop, or use "asyncio")')
+    return value
+
+
+class ServerConfig(_Model):
+    """[server]: the daemon's process settings."""
+
+    event_loop: Annotated[EventLoop, AfterValidator(_loop_available)] = Field(
+        default_factory=lambda: EventLoop.UVLOOP if uvloop_installed() else EventLoop.ASYNCIO
+    )
+
+
 class GatewayConfig(_Model):
     """mailgateway.toml."""
 
@@ -525,6 +558,7 @@ class GatewayConfig(_Model):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     trust: TrustConfig = Field(default_factory=TrustConfig)
     imap: ImapConfig = Field(default_factory=ImapConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
 
 # --- users.toml -------------------------------------------------------------------------

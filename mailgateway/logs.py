@@ -24,6 +24,11 @@ class LogFormat(enum.StrEnum):
     CONSOLE = "console"
 
 
+# What configure() was last given: worker processes started by serve log the same way.
+configured_level = "info"
+configured_format = LogFormat.AUTO
+
+
 def truncate_values(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -64,6 +69,8 @@ def configure(
     level: str = "info", stream: TextIO | None = None, log_format: LogFormat = LogFormat.AUTO
 ) -> None:
     """Log structured events to stdout (or the given stream), one event per line."""
+    global configured_level, configured_format
+    configured_level, configured_format = level, log_format
     stream = stream or sys.stdout
     logging.basicConfig(stream=stream, level=logging.WARNING, format="%(message)s")
     structlog.configure(
@@ -75,7 +82,10 @@ def configure(
             *renderers(wants_console(log_format, stream), stream),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per event (message and newline together): serve and its worker processes
+        # share stdout, and with PYTHONUNBUFFERED a separate newline could land between the
+        # other process's line.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
 

@@ -66,7 +66,10 @@ def write_config(
             ),
             toml_section("smtp", {**SMTP_DEFAULTS, **smtp}),
             toml_section("database", {"url": db_url}),
-            toml_section("worker", {"poll_interval": 0.1, "retry_delay": 0.1, **(worker or {})}),
+            toml_section(
+                "worker",
+                {"poll_interval": 0.1, "retry_delay": 0.1, "processes": 0, **(worker or {})},
+            ),
             toml_section("http", {"listen": "127.0.0.1:0"}),
         ]
     )

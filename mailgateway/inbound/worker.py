@@ -6,11 +6,11 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,7 +52,8 @@ from mailgateway.store.schema import utcnow
 
 log = get_logger(__name__)
 
-STALE_CLAIM = timedelta(minutes=10)
+T = TypeVar("T")
+
 # Messages stored per transaction: short transactions let SMTP commits (which a client is
 # waiting for) in between on SQLite's single writer.
 TRANSACTION_SIZE = 4
@@ -376,8 +377,10 @@ class InboundWorker:
         id_domain: str,
         config: Config | None = None,
         dkim: DkimVerifier | None = None,
+        inline: bool = False,
     ) -> None:
         self.store = store
+        self.inline = inline  # a worker process: CPU work runs here, no thread to hand it to
         self.settings = settings
         self.id_domain = id_domain
         self.config = config  # users, inboxes and [trust] for the origin step; None: From header
@@ -421,7 +424,6 @@ class InboundWorker:
 
     async def run(self) -> None:
         """Process until stopped, sleeping between empty polls."""
-        await self.store.requeue_stale(STALE_CLAIM)
         await self.store.requeue_abandoned(self.claimer_alive)
         while not self.stopping.is_set():
             try:
@@ -444,9 +446,9 @@ class InboundWorker:
 
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many rows were claimed."""
-        batch = await self.store.claim(
-            self.name, self.settings.batch_size, self.settings.max_attempts
-        )
+        settings = self.settings
+        lease = timedelta(seconds=settings.lease)
+        batch = await self.store.claim(self.name, settings.batch_size, settings.max_attempts, lease)
         self.claimed_at = time.monotonic()
         admitted = [item for item in batch if await self.admit(item)]
         for start in range(0, len(admitted), TRANSACTION_SIZE):
@@ -457,6 +459,13 @@ class InboundWorker:
                 for item in chunk:
                     await self.process(item)
         return len(batch)
+
+    async def offload(self, work: Callable[..., T], *args: Any) -> T:
+        """CPU work (parsing, DKIM): in a thread beside SMTP intake, inline in a worker process
+        where nothing else waits for the event loop."""
+        if self.inline:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
 
     def analyse_all(self, batch: list[ClaimedItem]) -> list[Analysis]:
         """Parse and classify a batch (in a worker thread: it is CPU work)."""
@@ -480,8 +489,8 @@ class InboundWorker:
         """Store a whole batch in one transaction; False (nothing stored) if any row fails, so
         that the rows are then processed one by one and only the bad one is retried."""
         try:
-            analyses = await asyncio.to_thread(self.analyse_all, batch)
-            origins = await asyncio.to_thread(self.origins_of, batch, analyses)
+            analyses = await self.offload(self.analyse_all, batch)
+            origins = await self.offload(self.origins_of, batch, analyses)
             async with self.store.transaction() as connection:
                 outcomes = [
                     await store_message(
@@ -499,8 +508,8 @@ class InboundWorker:
     async def process(self, item: ClaimedItem) -> Outcome | None:
         """Process one row; a failure is recorded, retried later, and held after the last try."""
         try:
-            [analysis] = await asyncio.to_thread(self.analyse_all, [item])
-            [origin] = await asyncio.to_thread(self.origins_of, [item], [analysis])
+            [analysis] = await self.offload(self.analyse_all, [item])
+            [origin] = await self.offload(self.origins_of, [item], [analysis])
             outcome = await self._store(item, analysis, origin)
         except Exception as error:
             await self.record_failure(item, error)

@@ -12,6 +12,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailgateway import metrics
 from mailgateway.config import Config, SmtpConfig
+from mailgateway.intake.backpressure import QUEUE_FULL, Backpressure
 from mailgateway.intake.batch import GroupCommit
 from mailgateway.logs import get_logger
 from mailgateway.store.repo import Delivery, Store, Submission
@@ -127,17 +128,23 @@ class IntakeHandler:
         self.commit_timeout = commit_timeout
         self.pending: set[asyncio.Task[list[int]]] = set()
         self.group = GroupCommit(lambda batch: self.store.enqueue_many(batch))
+        self.backpressure = Backpressure(
+            store.queue_depth, lambda: self.config.gateway.smtp.max_queue_depth
+        )
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        """Refuse new mail while storage is short (Postfix's queue-space check)."""
+        """Refuse new mail while storage is short (Postfix's queue-space check) or while the
+        inbound queue is deeper than `max_queue_depth` (back-pressure, until it drains)."""
         if len(address) > MAX_PATH:
             return PATH_TOO_LONG
         free = self.free_space()
         if free is not None and free < 1.5 * self.config.gateway.smtp.max_message_size:
             log.warning("intake.storage_low", free_bytes=free)
             return INSUFFICIENT_STORAGE
+        if await self.backpressure.full():
+            return QUEUE_FULL
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"

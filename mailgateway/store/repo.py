@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Row, and_, func, select, tuple_, update
+from sqlalchemy import Connection, Insert, Row, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
@@ -26,6 +26,7 @@ from mailgateway.store.schema import (
     Ticket,
     utcnow,
 )
+from mailgateway.store.sqlite_writer import SqliteWriter
 
 raw_messages: Table = RawMessage.__table__  # type: ignore[assignment]
 inbound_queue: Table = InboundItem.__table__  # type: ignore[assignment]
@@ -85,7 +86,7 @@ def digest_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _insert(connection: AsyncConnection, table: Table) -> Any:
+def _insert(connection: AsyncConnection | Connection, table: Table) -> Any:
     """A dialect-specific INSERT that supports ON CONFLICT DO NOTHING."""
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -118,6 +119,15 @@ def _queue_values(
 def _inserted_id(statement: Insert) -> Any:
     """An INSERT that returns the new row's id."""
     return statement.returning(statement.table.c.id)
+
+
+def _sqlite_writer(engine: AsyncEngine) -> SqliteWriter | None:
+    """A writer thread for a SQLite file reached through aiosqlite (not for an in-memory
+    database, nor for PostgreSQL or SQLite statements that run inline)."""
+    database = engine.url.database
+    if engine.dialect.driver != "aiosqlite" or not database or database == ":memory:":
+        return None
+    return SqliteWriter(engine.url)
 
 
 class WriterTurns:
@@ -167,6 +177,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._writers = WriterTurns() if engine.dialect.name == "sqlite" else None
+        self._sqlite_writer = _sqlite_writer(engine)
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -181,7 +192,9 @@ class Store:
             yield connection
 
     async def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pool (and the SQLite writer's connection)."""
+        if self._sqlite_writer is not None:
+            await asyncio.to_thread(self._sqlite_writer.close)
         await self.engine.dispose()
 
     # -- intake ------------------------------------------------------------------------------
@@ -195,8 +208,13 @@ class Store:
         return ids
 
     async def enqueue_many(self, submissions: Sequence[Submission]) -> list[list[int]]:
-        """Enqueue several messages in one transaction (group commit); the queue ids of each
-        message, in order."""
+        """Enqueue several messages in one transaction (group commit) with one statement per
+        step for the whole batch; the queue ids of each message, in order. On SQLite the
+        transaction runs whole on the writer thread (one hop instead of one per statement)."""
+        if self._sqlite_writer is not None:
+            assert self._writers is not None
+            async with self._writers.turn(urgent=True):
+                return await self._sqlite_writer.run(enqueue_rows, submissions)
         async with self.transaction(urgent=True) as connection:
             return await self.enqueue_batch_in(connection, submissions)
 
@@ -217,80 +235,30 @@ class Store:
     ) -> list[list[int]]:
         """Store the bytes and queue rows of several messages with one statement per step for
         the whole batch, inside the caller's transaction; the queue ids of each message."""
-        raw_ids = await self._raw_ids(connection, [s.data for s in submissions])
-        keys = [
-            (delivery.inbox, raw_ids[digest_of(submission.data)])
-            for submission in submissions
-            for delivery in submission.deliveries
-        ]
-        queue_ids = await self._queue_rows(connection, submissions, raw_ids)
-        ids = iter(queue_ids[key] for key in keys)
-        return [[next(ids) for _ in submission.deliveries] for submission in submissions]
-
-    async def _raw_ids(self, connection: AsyncConnection, blobs: Sequence[bytes]) -> dict[str, int]:
-        """The ids of the stored copies of these bytes by digest, storing the new ones."""
-        now = utcnow()
-        unique = {digest_of(data): data for data in blobs}
-        rows = [
-            {"digest": digest, "size": len(data), "data": data, "received_at": now}
-            for digest, data in unique.items()
-        ]
-        statement = _insert(connection, raw_messages).on_conflict_do_nothing(
-            index_elements=["digest"]
-        )
-        await connection.execute(statement, rows)
-        found = await connection.execute(
-            select(raw_messages.c.digest, raw_messages.c.id).where(
-                raw_messages.c.digest.in_(list(unique))
-            )
-        )
-        return {digest: int(raw_id) for digest, raw_id in found.all()}
-
-    async def _queue_rows(
-        self,
-        connection: AsyncConnection,
-        submissions: Sequence[Submission],
-        raw_ids: dict[str, int],
-    ) -> dict[tuple[str, int], int]:
-        """The queue rows of each (inbox, raw message), created when new."""
-        now = utcnow()
-        rows: dict[tuple[str, int], dict[str, Any]] = {}
-        for submission in submissions:
-            raw_id = raw_ids[digest_of(submission.data)]
-            for delivery in submission.deliveries:
-                rows.setdefault(
-                    (delivery.inbox, raw_id), _queue_values(submission, delivery, raw_id, now)
-                )
-        statement = _insert(connection, inbound_queue).on_conflict_do_nothing(
-            index_elements=["inbox", "raw_id"]
-        )
-        await connection.execute(statement, list(rows.values()))
-        found = await connection.execute(
-            select(inbound_queue.c.inbox, inbound_queue.c.raw_id, inbound_queue.c.id).where(
-                tuple_(inbound_queue.c.inbox, inbound_queue.c.raw_id).in_(list(rows))
-            )
-        )
-        return {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
+        return await connection.run_sync(enqueue_rows, submissions)
 
     # -- the inbound queue ---------------------------------------------------------------------
 
-    async def claim(self, worker: str, limit: int, max_attempts: int) -> list[ClaimedItem]:
+    async def claim(
+        self,
+        worker: str,
+        limit: int,
+        max_attempts: int,
+        lease: timedelta = timedelta(minutes=10),
+    ) -> list[ClaimedItem]:
         """Claim up to `limit` due rows (row locks, SKIP LOCKED on PostgreSQL), counting an
-        attempt for each; rows already tried `max_attempts` times are held instead."""
+        attempt for each; rows already tried `max_attempts` times are held instead. Rows another
+        worker claimed longer than `lease` ago are due too: that worker died mid-batch."""
         now = utcnow()
         async with self.transaction() as connection:
-            rows = (
-                await connection.execute(
-                    select(inbound_queue.c.id, inbound_queue.c.attempts)
-                    .where(
-                        inbound_queue.c.state == QueueState.QUEUED,
-                        inbound_queue.c.next_attempt_at <= now,
-                    )
-                    .order_by(inbound_queue.c.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            queue = inbound_queue.c
+            stale = await _claimable(
+                connection, limit, QueueState.ACTIVE, queue.claimed_at, now - lease
+            )
+            waiting = await _claimable(
+                connection, limit - len(stale), QueueState.QUEUED, queue.next_attempt_at, now
+            )
+            rows = stale + waiting
             exhausted = [row.id for row in rows if row.attempts >= max_attempts]
             due = [row.id for row in rows if row.attempts < max_attempts]
             if exhausted:
@@ -433,6 +401,18 @@ class Store:
         async with self.engine.connect() as connection:
             return list((await connection.execute(statement)).all())
 
+    async def queue_depth(self, cap: int) -> int:
+        """How many rows wait for or are in processing (queued or active), counted up to `cap`
+        (an index range scan that stops there, however deep the queue)."""
+        waiting = (
+            select(inbound_queue.c.id)
+            .where(inbound_queue.c.state.in_([QueueState.QUEUED, QueueState.ACTIVE]))
+            .limit(cap)
+            .subquery()
+        )
+        async with self.engine.connect() as connection:
+            return int(await connection.scalar(select(func.count()).select_from(waiting)) or 0)
+
     async def queue_counts(self) -> dict[str, int]:
         """How many queue rows are in each state."""
         async with self.engine.connect() as connection:
@@ -502,17 +482,123 @@ class Store:
             return bool(result.rowcount)
 
 
+async def _claimable(
+    connection: AsyncConnection, limit: int, state: QueueState, since: Any, bound: datetime
+) -> list[Any]:
+    """Up to `limit` rows in a state whose `since` column is at most `bound`, oldest first in
+    the order of the (state, time) index, so a deep queue costs no sort; locked rows are
+    skipped (another worker holds them)."""
+    if limit <= 0:
+        return []
+    result = await connection.execute(
+        select(inbound_queue.c.id, inbound_queue.c.attempts)
+        .where(inbound_queue.c.state == state, since <= bound)
+        .order_by(since, inbound_queue.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(result.all())
+
+
+# -- intake's group commit (synchronous: on the SQLite writer thread, or via run_sync) --------
+
+
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert_returning(connection: Connection, table: Table, key: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET key = key RETURNING key..., id: every row's id,
+    new or stored before. Built once per dialect and table (building it costs more than
+    running it); the rows are parameters."""
+    cache = (connection.dialect.name, table.name)
+    if cache not in _UPSERTS:
+        insert = _insert(connection, table)
+        statement = insert.on_conflict_do_update(
+            index_elements=list(key), set_={key[0]: insert.excluded[key[0]]}
+        )
+        _UPSERTS[cache] = statement.returning(*(table.c[name] for name in key), table.c.id)
+    return _UPSERTS[cache]
+
+
+def enqueue_rows(connection: Connection, submissions: Sequence[Submission]) -> list[list[int]]:
+    """Store a batch of messages with one statement per step; the queue ids of each message,
+    in order. Bytes stored before, and deliveries queued before, are found, not stored again."""
+    raw_ids = _raw_ids(connection, [s.data for s in submissions])
+    keys = [
+        (delivery.inbox, raw_ids[digest_of(submission.data)])
+        for submission in submissions
+        for delivery in submission.deliveries
+    ]
+    queue_ids = _queue_rows(connection, submissions, raw_ids)
+    ids = iter(queue_ids[key] for key in keys)
+    return [[next(ids) for _ in submission.deliveries] for submission in submissions]
+
+
+def _raw_ids(connection: Connection, blobs: Sequence[bytes]) -> dict[str, int]:
+    """The ids of the stored copies of these bytes by digest, storing the new ones: one
+    INSERT ... ON CONFLICT that returns the id of every row, new or already stored (a no-op
+    update of the key makes the stored ones return theirs)."""
+    now = utcnow()
+    unique = {digest_of(data): data for data in blobs}
+    rows = [
+        {"digest": digest, "size": len(data), "data": data, "received_at": now}
+        for digest, data in unique.items()
+    ]
+    found = connection.execute(_upsert_returning(connection, raw_messages, ("digest",)), rows)
+    return {digest: int(raw_id) for digest, raw_id in found.all()}
+
+
+def _queue_rows(
+    connection: Connection, submissions: Sequence[Submission], raw_ids: dict[str, int]
+) -> dict[tuple[str, int], int]:
+    """The queue rows of each (inbox, raw message), created when new; one statement that
+    returns new and existing rows alike (a retried delivery finds the row it made before)."""
+    now = utcnow()
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for submission in submissions:
+        raw_id = raw_ids[digest_of(submission.data)]
+        for delivery in submission.deliveries:
+            rows.setdefault(
+                (delivery.inbox, raw_id), _queue_values(submission, delivery, raw_id, now)
+            )
+    statement = _upsert_returning(connection, inbound_queue, ("inbox", "raw_id"))
+    found = connection.execute(statement, list(rows.values()))
+    return {(inbox, int(raw_id)): int(queue_id) for inbox, raw_id, queue_id in found.all()}
+
+
 # -- writes inside the worker's transaction --------------------------------------------------
+
+
+CONTACT_BY_EMAIL = select(contacts.c.id, contacts.c.name).where(
+    contacts.c.email == bindparam("email")
+)
+MESSAGE_OF_QUEUE_ROW = select(messages.c.id).where(messages.c.queue_id == bindparam("queue_id"))
+FINISH = (
+    update(inbound_queue)
+    .where(inbound_queue.c.id == bindparam("queue_id"))
+    .values(state=QueueState.DONE, reason=None, claimed_by=None)
+)
+# Dialect-specific statements (INSERT ... ON CONFLICT, RETURNING), built once per dialect.
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def _built(connection: AsyncConnection, name: str, build: Callable[[], Any]) -> Any:
+    """A statement built once per dialect and kept; its values are passed as parameters."""
+    key = (connection.dialect.name, name)
+    if key not in _BUILT:
+        _BUILT[key] = build()
+    return _BUILT[key]
 
 
 async def upsert_contact(connection: AsyncConnection, email: str, name: str) -> int:
     """The contact with this address, created (with its display name) when new."""
-    statement = _insert(connection, contacts).values(email=email, name=name, created_at=utcnow())
-    await connection.execute(statement.on_conflict_do_nothing(index_elements=["email"]))
-    found = await connection.execute(
-        select(contacts.c.id, contacts.c.name).where(contacts.c.email == email)
+    insert = _built(
+        connection,
+        "contact",
+        lambda: _insert(connection, contacts).on_conflict_do_nothing(index_elements=["email"]),
     )
-    row = found.one()
+    await connection.execute(insert, {"email": email, "name": name, "created_at": utcnow()})
+    row = (await connection.execute(CONTACT_BY_EMAIL, {"email": email})).one()
     if name and not row.name:
         await connection.execute(update(contacts).where(contacts.c.id == row.id).values(name=name))
     return int(row.id)
@@ -534,7 +620,7 @@ async def conversation_by_message_ids(
 
 async def message_for_queue_row(connection: AsyncConnection, queue_id: int) -> int | None:
     """The message already stored for a queue row, if a previous attempt got that far."""
-    found = await connection.scalar(select(messages.c.id).where(messages.c.queue_id == queue_id))
+    found = await connection.scalar(MESSAGE_OF_QUEUE_ROW, {"queue_id": queue_id})
     return None if found is None else int(found)
 
 
@@ -551,18 +637,21 @@ async def create_conversation(
     """A new open conversation with its own unguessable reply token (128 random bits, lower
     case: intake lower-cases recipient addresses), the key of its subject, and the channel it
     came in on ("fallback_email" or a team address)."""
-    statement = _insert(connection, conversations).values(
-        inbox=inbox,
-        subject=subject,
-        subject_key=subject_key,
-        status=ConversationStatus.OPEN,
-        contact_id=contact_id,
-        channel=channel,
-        reply_token=secrets.token_hex(16),
-        created_at=when,
-        updated_at=when,
+    statement = _built(
+        connection, "conversation", lambda: _inserted_id(_insert(connection, conversations))
     )
-    return int((await connection.execute(_inserted_id(statement))).scalar_one())
+    values = {
+        "inbox": inbox,
+        "subject": subject,
+        "subject_key": subject_key,
+        "status": ConversationStatus.OPEN,
+        "contact_id": contact_id,
+        "channel": channel,
+        "reply_token": secrets.token_hex(16),
+        "created_at": when,
+        "updated_at": when,
+    }
+    return int((await connection.execute(statement, values)).scalar_one())
 
 
 async def touch_conversation(
@@ -582,8 +671,4 @@ async def insert_message(connection: AsyncConnection, values: dict[str, Any]) ->
 
 async def finish(connection: AsyncConnection, queue_id: int) -> None:
     """Mark a queue row done, in the same transaction as the rows it produced."""
-    await connection.execute(
-        update(inbound_queue)
-        .where(and_(inbound_queue.c.id == queue_id))
-        .values(state=QueueState.DONE, reason=None, claimed_by=None, updated_at=utcnow())
-    )
+    await connection.execute(FINISH, {"queue_id": queue_id, "updated_at": utcnow()})

@@ -164,15 +164,24 @@ async def log_activity(
     kind: ActivityKind = ActivityKind.EMAIL_RECEIVED,
 ) -> None:
     """Log a message on its contact's activity (once per message)."""
-    statement = _insert(connection, contact_activity).values(
-        contact_id=contact_id,
-        message_id=message_id,
-        conversation_id=conversation_id,
-        inbox=inbox,
-        kind=kind,
-        created_at=utcnow(),
-    )
-    await connection.execute(statement.on_conflict_do_nothing(index_elements=["message_id"]))
+    statement = _ACTIVITY.get(connection.dialect.name)
+    if statement is None:  # built once per dialect; the values are parameters
+        statement = _insert(connection, contact_activity).on_conflict_do_nothing(
+            index_elements=["message_id"]
+        )
+        _ACTIVITY[connection.dialect.name] = statement
+    values = {
+        "contact_id": contact_id,
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "inbox": inbox,
+        "kind": kind,
+        "created_at": utcnow(),
+    }
+    await connection.execute(statement, values)
+
+
+_ACTIVITY: dict[str, Any] = {}
 
 
 async def contact_rows(connection: AsyncConnection, email: str | None = None) -> list[Row[Any]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Select, or_, select, update
+from sqlalchemy import ColumnElement, FromClause, Select, bindparam, select, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgateway.domain import (
@@ -53,11 +53,7 @@ async def conversation_by_token(
     connection: AsyncConnection, inbox: str, token: str
 ) -> ConversationFacts | None:
     """The inbox's conversation with this reply token, or None."""
-    result = await connection.execute(
-        _facts_select(conversations).where(
-            conversations.c.reply_token == token.lower(), conversations.c.inbox == inbox
-        )
-    )
+    result = await connection.execute(BY_TOKEN, {"token": token.lower(), "inbox": inbox})
     row = result.first()
     return None if row is None else _facts(row)
 
@@ -66,18 +62,8 @@ async def conversation_by_subject(
     connection: AsyncConnection, inbox: str, contact_id: int, subject_key: str
 ) -> ConversationFacts | None:
     """The inbox's most recently active open conversation with this contact and subject key."""
-    result = await connection.execute(
-        _facts_select(conversations)
-        .where(
-            conversations.c.inbox == inbox,
-            conversations.c.contact_id == contact_id,
-            conversations.c.subject_key == subject_key,
-            conversations.c.status == ConversationStatus.OPEN,
-        )
-        .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
-        .limit(1)
-    )
-    row = result.first()
+    parameters = {"inbox": inbox, "contact_id": contact_id, "subject_key": subject_key}
+    row = (await connection.execute(BY_SUBJECT, parameters)).first()
     return None if row is None else _facts(row)
 
 
@@ -110,6 +96,23 @@ def _facts_select(source: FromClause, *extra: ColumnElement[Any]) -> Select[Any]
         contacts.c.email.label("contact_email"),
     )
     return select(*columns, *extra).select_from(joined)
+
+
+# Built once (statement construction costs more than these lookups); run with parameters.
+BY_TOKEN = _facts_select(conversations).where(
+    conversations.c.reply_token == bindparam("token"), conversations.c.inbox == bindparam("inbox")
+)
+BY_SUBJECT = (
+    _facts_select(conversations)
+    .where(
+        conversations.c.inbox == bindparam("inbox"),
+        conversations.c.contact_id == bindparam("contact_id"),
+        conversations.c.subject_key == bindparam("subject_key"),
+        conversations.c.status == ConversationStatus.OPEN,
+    )
+    .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
+    .limit(1)
+)
 
 
 def _facts(row: Any, people: Mapping[int, set[str]] | None = None) -> ConversationFacts:
@@ -162,26 +165,41 @@ class StoredCopy:
     content_hash: str | None
 
 
+def _copies_statement() -> Select[Any]:
+    """The inbox's messages with a Message-ID or a content hash, those with the content hash
+    first: two index lookups (inbox + content hash, inbox + Message-ID), never a walk through
+    the inbox. Built once; run with `inbox`, `message_id` and `content_hash`."""
+    columns = (
+        messages.c.id,
+        messages.c.conversation_id,
+        messages.c.thread_reason,
+        messages.c.direction,
+        messages.c.message_id,
+        messages.c.content_hash,
+    )
+    inbox = messages.c.inbox == bindparam("inbox")
+    same_content = select(*columns).where(inbox, messages.c.content_hash == bindparam("hash"))
+    same_id = select(*columns).where(inbox, messages.c.message_id == bindparam("message_id"))
+    found = union(
+        select(same_content.subquery()), select(same_id.limit(COPY_ROWS).subquery())
+    ).subquery()
+    return (
+        select(found)
+        .order_by((found.c.content_hash == bindparam("hash")).desc(), found.c.id)
+        .limit(COPY_ROWS)
+    )
+
+
+STORED_COPIES = _copies_statement()
+
+
 async def stored_copies(
     connection: AsyncConnection, inbox: str, message_id: str, content_hash: str
 ) -> list[StoredCopy]:
     """The inbox's messages with this Message-ID or this content hash, those with the content
     hash first (at most COPY_ROWS): duplicates, reused ids and our own mail coming back."""
     result = await connection.execute(
-        select(
-            messages.c.id,
-            messages.c.conversation_id,
-            messages.c.thread_reason,
-            messages.c.direction,
-            messages.c.message_id,
-            messages.c.content_hash,
-        )
-        .where(
-            messages.c.inbox == inbox,
-            or_(messages.c.message_id == message_id, messages.c.content_hash == content_hash),
-        )
-        .order_by((messages.c.content_hash == content_hash).desc(), messages.c.id)
-        .limit(COPY_ROWS)
+        STORED_COPIES, {"inbox": inbox, "message_id": message_id, "hash": content_hash}
     )
     return [StoredCopy(*row) for row in result.all()]
 
@@ -198,12 +216,19 @@ async def join_conversation(
     )
 
 
+_INSERT_ONCE: dict[str, Any] = {}
+
+
 async def insert_message_once(connection: AsyncConnection, values: dict[str, Any]) -> int | None:
     """Store a message unless the inbox already holds one with its content hash; returns the
     new id, or None when a concurrent worker stored the same message first."""
-    statement = _insert(connection, messages).values(**values)
-    statement = statement.on_conflict_do_nothing(index_elements=["inbox", "content_hash"])
-    found = (await connection.execute(_inserted_id(statement))).scalar_one_or_none()
+    dialect = connection.dialect.name
+    if dialect not in _INSERT_ONCE:  # one statement per dialect; the values are parameters
+        statement = _insert(connection, messages).on_conflict_do_nothing(
+            index_elements=["inbox", "content_hash"]
+        )
+        _INSERT_ONCE[dialect] = _inserted_id(statement)
+    found = (await connection.execute(_INSERT_ONCE[dialect], values)).scalar_one_or_none()
     return None if found is None else int(found)
 
 

@@ -1,0 +1,51 @@
+"""Back-pressure's verdict: full above the limit, until the queue drains below the low water."""
+
+from __future__ import annotations
+
+from mailgateway.intake.backpressure import LOW_WATER, Backpressure
+
+
+class Depths:
+    """A queue whose depth the test sets, counting how often it is looked up."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.lookups = 0
+
+    async def __call__(self, cap: int) -> int:
+        self.lookups += 1
+        return min(self.depth, cap)
+
+
+async def test_refuses_above_the_limit_until_drained_below_low_water() -> None:
+    """Over the limit the verdict is full; it stays full until the depth is under 90%."""
+    depths = Depths()
+    gate = Backpressure(depths, lambda: 100, refresh=0)
+    verdicts = []
+    for depth in (100, 101, 95, 90, 89, 100):
+        depths.depth = depth
+        verdicts.append(await gate.full())
+    assert verdicts == [False, True, True, True, False, False]
+    assert LOW_WATER == 0.9
+
+
+async def test_depth_is_looked_up_at_most_once_per_refresh() -> None:
+    """Between refreshes the last verdict is reused: no count query per message."""
+    depths = Depths()
+    now = [0.0]
+    gate = Backpressure(depths, lambda: 10, refresh=1.0, clock=lambda: now[0])
+    for _ in range(5):
+        await gate.full()
+    now[0] = 1.5
+    await gate.full()
+    assert depths.lookups == 2
+
+
+async def test_failed_lookup_keeps_the_verdict() -> None:
+    """A database fault while counting neither refuses nor admits mail by itself."""
+
+    async def broken(cap: int) -> int:
+        raise ConnectionError("database down")
+
+    gate = Backpressure(broken, lambda: 10, refresh=0)
+    assert await gate.full() is False
