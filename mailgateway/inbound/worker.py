@@ -419,19 +419,38 @@ class InboundWorker:
         self.stopping.set()
         self.wakeup.set()
 
-    async def run(self) -> None:
-        """Process until stopped, sleeping between empty polls."""
+    async def recover(self) -> None:
+        """At start: rows of claimers that are gone go back to the queue (a process of this host
+        at once, another host's after STALE_CLAIM)."""
         await self.store.requeue_stale(STALE_CLAIM)
         await self.store.requeue_abandoned(self.claimer_alive)
+
+    async def run(self) -> None:
+        """Process until stopped, sleeping between empty polls."""
+        try:
+            await self.recover()
+        except Exception as error:  # the database may be down: process what comes anyway
+            log.error("worker.recover_failed", error=type(error).__name__)
+        unsettled = False
         while not self.stopping.is_set():
             try:
+                if unsettled:
+                    await self.give_back()
+                    unsettled = False
                 done = await self.run_once()
             except Exception as error:  # the database may be down: keep polling, never crash
                 log.error("worker.poll_failed", error=type(error).__name__)
-                done = 0
+                unsettled, done = True, 0
             if done == 0 and not self.stopping.is_set():
                 await self._sleep()
         await self.store.release_claims(self.name)
+
+    async def give_back(self) -> None:
+        """After a poll that failed on the database: the rows of ours it left active (even
+        their failure could not be recorded) go back to the queue, the attempt not counted."""
+        returned = await self.store.release_claims(self.name)
+        if returned:
+            log.warning("worker.claims_returned", rows=returned)
 
     async def _sleep(self) -> None:
         """Wait for new mail or the next poll."""

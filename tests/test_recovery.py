@@ -1,0 +1,61 @@
+"""Rows a worker claimed and could not finish (the database gone mid-batch, its process killed)
+go back to the queue without waiting for the stale-claim window, and are never held for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailgateway.inbound.worker import InboundWorker
+from mailgateway.store.repo import ClaimedItem, Store
+from tests.support import make_message
+from tests.test_worker import SETTINGS, deliver
+
+
+class FlakyStore(Store):
+    """A store whose database goes away right after the first claim, until `down` is cleared."""
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
+        self.down = False
+        self.outages = 1
+
+    async def claim(self, worker: str, limit: int, max_attempts: int) -> list[ClaimedItem]:
+        rows = await super().claim(worker, limit, max_attempts)
+        if rows and self.outages:
+            self.outages -= 1
+            self.down = True
+        return rows
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        if self.down:
+            raise ConnectionRefusedError("database down")
+        async with super().transaction(urgent=urgent) as connection:
+            yield connection
+
+
+async def test_rows_left_active_by_a_database_outage_are_given_back(store: Store) -> None:
+    """When the database fails while a worker processes a batch (so even the failure cannot be
+    recorded), the running worker gives its rows back once the database answers again, the
+    attempt not counted, and processes them: nothing stays active."""
+    flaky = FlakyStore(store.engine)
+    for number in range(3):
+        await deliver(flaky, make_message(subject=f"outage {number}"))
+    worker = InboundWorker(flaky, SETTINGS, id_domain="mx.test")
+    task = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while not flaky.down:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert {row.state for row in await store.queue_rows()} == {"active"}
+        flaky.down = False
+        while {row.state for row in await store.queue_rows()} != {"done"}:
+            await asyncio.sleep(0.05)
+    worker.stop()
+    await task
+    assert [row.attempts for row in await store.queue_rows()] == [1, 1, 1]
