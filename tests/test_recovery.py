@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgateway.inbound.worker import InboundWorker
@@ -59,3 +61,40 @@ async def test_rows_left_active_by_a_database_outage_are_given_back(store: Store
     worker.stop()
     await task
     assert [row.attempts for row in await store.queue_rows()] == [1, 1, 1]
+
+
+def disk_full() -> OperationalError:
+    """The error SQLite raises on a full disk, as SQLAlchemy wraps it (SQLITE_FULL = 13)."""
+    error = sqlite3.OperationalError("database or disk is full")
+    error.sqlite_errorcode = 13  # type: ignore[attr-defined]
+    return OperationalError("INSERT INTO messages ...", {}, error)
+
+
+class DiskFullWorker(InboundWorker):
+    """A worker whose store step meets a full disk the first `failures` times."""
+
+    failures = 4
+
+    async def process_together(self, batch: list[ClaimedItem]) -> bool:
+        return False
+
+    async def _store(self, item: ClaimedItem, analysis: Any, origin: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise disk_full()
+        return await super()._store(item, analysis, origin)
+
+
+async def test_database_failures_never_hold_a_message(store: Store) -> None:
+    """A message whose storing fails on a full disk more often than max_attempts goes back to
+    the queue each time without an attempt counted, and is stored once there is room: it is
+    never held for the database's fault."""
+    await deliver(store, make_message(subject="disk full"))
+    worker = DiskFullWorker(store, SETTINGS, id_domain="mx.test")
+    states = []
+    for _ in range(6):
+        await worker.run_once()
+        [row] = await store.queue_rows()
+        states.append(row.state)
+    assert states == ["queued"] * 4 + ["done"] * 2
+    assert row.attempts == 1

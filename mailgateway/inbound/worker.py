@@ -45,8 +45,9 @@ from mailgateway.inbound.threads import (
     thread,
 )
 from mailgateway.logs import get_logger
-from mailgateway.store import repo, routing
+from mailgateway.store import recovery, repo, routing
 from mailgateway.store import threads as threads_store
+from mailgateway.store.faults import database_unavailable
 from mailgateway.store.repo import ClaimedItem, Store
 from mailgateway.store.schema import utcnow
 
@@ -579,10 +580,18 @@ class InboundWorker:
         raise AssertionError("unreachable")
 
     async def record_failure(self, item: ClaimedItem, error: Exception) -> None:
-        """Back to the queue with a delay, or held with the reason after the last attempt."""
-        hold = item.attempts >= self.settings.max_attempts
+        """Back to the queue with a delay, or held with the reason after the last attempt. A
+        failure of the database (full, read-only, unreachable) is not the message's: it goes
+        back to the queue without counting an attempt, and is never held for it."""
         reason = clean_text(f"{type(error).__name__}: {error}", limit=500)
         retry_at = utcnow() + timedelta(seconds=self.settings.retry_delay * item.attempts)
+        if database_unavailable(error):
+            log.warning(
+                "message.deferred", queue_id=item.id, inbox=item.inbox, error=type(error).__name__
+            )
+            await recovery.defer(self.store, item.id, reason, retry_at)
+            return
+        hold = item.attempts >= self.settings.max_attempts
         log.warning(
             "message.failed",
             queue_id=item.id,
