@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailgateway.inbound.worker import InboundWorker
+from mailgateway.inbound.worker import TRANSACTION_SIZE, InboundWorker
 from mailgateway.store.repo import ClaimedItem, Store
 from tests.support import make_message
 from tests.test_worker import SETTINGS, deliver
@@ -98,3 +101,27 @@ async def test_database_failures_never_hold_a_message(store: Store) -> None:
         states.append(row.state)
     assert states == ["queued"] * 4 + ["done"] * 2
     assert row.attempts == 1
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+async def test_only_the_rows_in_process_keep_the_attempt(store: Store) -> None:
+    """Of a killed worker's rows, only the first chunk by id (those it can have been
+    processing) keep the attempt their claim counted, and say why; the rest of its batch was
+    never begun and gets the attempt back, so crashes in a row do not hold innocent mail."""
+    dead = f"{socket.gethostname()}:{dead_pid()}"
+    for number in range(TRANSACTION_SIZE + 2):
+        await deliver(store, make_message(subject=f"batch {number}"))
+    assert len(await store.claim(dead, 20, 3)) == TRANSACTION_SIZE + 2
+    await InboundWorker(store, SETTINGS, id_domain="mx.test").recover()
+    rows = await store.queue_rows()
+    assert [(row.state, row.attempts) for row in rows] == [("queued", 1)] * TRANSACTION_SIZE + [
+        ("queued", 0)
+    ] * 2
+    assert all(dead in row.reason for row in rows[:TRANSACTION_SIZE])
+    assert [row.reason for row in rows[TRANSACTION_SIZE:]] == [None, None]

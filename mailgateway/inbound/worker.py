@@ -422,9 +422,10 @@ class InboundWorker:
 
     async def recover(self) -> None:
         """At start: rows of claimers that are gone go back to the queue (a process of this host
-        at once, another host's after STALE_CLAIM)."""
+        at once, another host's after STALE_CLAIM); of a dead process's rows, only those it can
+        have been processing keep the attempt."""
         await self.store.requeue_stale(STALE_CLAIM)
-        await self.store.requeue_abandoned(self.claimer_alive)
+        await self.store.requeue_abandoned(self.claimer_alive, TRANSACTION_SIZE)
 
     async def run(self) -> None:
         """Process until stopped, sleeping between empty polls."""
