@@ -41,6 +41,7 @@ class CrashSettings:
     planned_share: float = 0.5
     plan_deadline: float = 6.0
     drain_timeout: float = 300.0
+    cycle: bool = False  # go through every kill point in turn (smoke runs) instead of at random
 
 
 @dataclass
@@ -176,12 +177,15 @@ class Letters:
         return make_letter(self.tag, self.number, self.rng)
 
 
-def choose_plan(rng: random.Random, settings: CrashSettings) -> tuple[KillPoint, int]:
+def choose_plan(rng: random.Random, settings: CrashSettings, life: int) -> tuple[KillPoint, int]:
     """A commit point and which commit of its kind (or the timer)."""
+    points = list(KillPoint)
+    if settings.cycle:
+        point = points[life % len(points)]
+        return point, 0 if point is KillPoint.TIMER else rng.randint(1, 4)
     if rng.random() >= settings.planned_share:
         return KillPoint.TIMER, 0
-    planned = [point for point in KillPoint if point is not KillPoint.TIMER]
-    return rng.choice(planned), rng.randint(1, 25)
+    return rng.choice(points[1:]), rng.randint(1, 25)
 
 
 async def one_life(
@@ -190,9 +194,10 @@ async def one_life(
     settings: CrashSettings,
     rng: random.Random,
     report: CrashReport,
+    life: int,
 ) -> None:
     """Start an incarnation and SIGKILL it: itself at its planned commit, or by the timer."""
-    point, nth = choose_plan(rng, settings)
+    point, nth = choose_plan(rng, settings, life)
     daemon = DaemonProcess(config_dir, workdir, point, nth)
     before = len(daemon.self_kills())
     lifetime = settings.plan_deadline if nth else rng.uniform(0.0, settings.max_uptime)
@@ -243,8 +248,8 @@ async def crash_campaign(
     sessions = Sessions(port, ledger, letters, sessions=settings.sessions)
     sessions.start()
     try:
-        for _ in range(settings.kills):
-            await one_life(config_dir, workdir, settings, rng, report)
+        for life in range(settings.kills):
+            await one_life(config_dir, workdir, settings, rng, report, life)
         final = DaemonProcess(config_dir, workdir, KillPoint.TIMER, 0)
         assert await listening(port, final), (workdir / "daemon.log").read_text()[-3000:]
         await sessions.stop()

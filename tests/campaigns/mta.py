@@ -77,6 +77,7 @@ class Reply:
     text: str
     started: float
     ended: float
+    connected: float = 0.0  # when the session's connection was opened
 
     @property
     def kind(self) -> str:
@@ -161,8 +162,9 @@ class Sessions:
                 self._record(pending, "connect", 0, type(error).__name__, started)
                 await asyncio.sleep(self.retry_delay)
                 continue
+            connected = time.monotonic()
             try:
-                while pending is not None and await self._deliver(client, pending):
+                while pending is not None and await self._deliver(client, pending, connected):
                     pending = None
                     if not self.stopping.is_set():
                         await asyncio.sleep(random.uniform(0, self.pause))
@@ -173,7 +175,7 @@ class Sessions:
             if pending is not None:
                 await asyncio.sleep(self.retry_delay)
 
-    async def _deliver(self, client: aiosmtplib.SMTP, letter: Letter) -> bool:
+    async def _deliver(self, client: aiosmtplib.SMTP, letter: Letter, connected: float) -> bool:
         """One transaction; True on 250. Every answer (or broken connection) is recorded."""
         started, stage = time.monotonic(), "mail"
         try:
@@ -184,19 +186,28 @@ class Sessions:
             stage = "data"
             response = await client.data(letter.raw)
         except aiosmtplib.SMTPResponseException as error:
-            self._record(letter, stage, error.code, error.message, started)
+            self._record(letter, stage, error.code, error.message, started, connected)
             return False
         except (aiosmtplib.SMTPException, OSError) as error:
-            self._record(letter, stage, 0, type(error).__name__, started)
+            self._record(letter, stage, 0, type(error).__name__, started, connected)
             return False
-        self._record(letter, stage, response.code, response.message, started)
+        self._record(letter, stage, response.code, response.message, started, connected)
         if response.code != 250:
             return False
         self.ledger.acks.setdefault(letter.key, []).append(response.message.rsplit(" as ", 1)[-1])
         return True
 
-    def _record(self, letter: Letter, stage: str, code: int, text: str, started: float) -> None:
+    def _record(
+        self,
+        letter: Letter,
+        stage: str,
+        code: int,
+        text: str,
+        started: float,
+        connected: float | None = None,
+    ) -> None:
         """Note one answer in the ledger."""
+        opened = started if connected is None else connected
         self.ledger.replies.append(
-            Reply(letter.key, stage, code, text, started, time.monotonic())
+            Reply(letter.key, stage, code, text, started, time.monotonic(), opened)
         )
