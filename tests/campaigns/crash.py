@@ -173,6 +173,7 @@ class Letters:
         self.number = 0
 
     def __call__(self) -> Letter:
+        """The next letter."""
         self.number += 1
         return make_letter(self.tag, self.number, self.rng)
 

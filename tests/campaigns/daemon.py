@@ -65,17 +65,20 @@ def install(plan: Plan) -> None:
 
     @contextlib.asynccontextmanager
     async def transaction(self: Store, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """The store's transaction, its connection tagged intake (urgent) or worker."""
         async with original_transaction(self, urgent=urgent) as connection:
             connection.sync_connection.info[KIND] = "intake" if urgent else "worker"  # type: ignore[union-attr]
             yield connection
 
     async def enqueue_many(self: Store, submissions: Sequence[Submission]) -> list[list[int]]:
+        """The group commit; the planned kill once it returned, before any 250 is written."""
         ids = await original_enqueue(self, submissions)
         if plan.due(KillPoint.INTAKE_AFTER_COMMIT):
             plan.kill()
         return ids
 
     def on_commit(connection: Any) -> None:
+        """SQLAlchemy's commit event: just before COMMIT goes to the database."""
         kind = connection.info.get(KIND)
         if kind == "worker" and plan.due(KillPoint.WORKER_BEFORE_COMMIT):
             plan.kill()
@@ -85,9 +88,11 @@ def install(plan: Plan) -> None:
             threading.Timer(random.uniform(0, 0.002), plan.kill).start()
 
     def forget(_dbapi_connection: Any, record: Any) -> None:
+        """A connection back in the pool belongs to no transaction."""
         record.info.pop(KIND, None)
 
     def create_engine(url: str) -> Any:
+        """The gateway's engine, listened to."""
         engine = original_engine(url)
         event.listen(engine.sync_engine, "commit", on_commit)
         event.listen(engine.sync_engine.pool, "checkin", forget)

@@ -231,6 +231,7 @@ class FreezableProxy(TcpProxy):
         self.flowing.set()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Relay one direction, holding every chunk while frozen."""
         try:
             while data := await reader.read(65536):
                 await self.flowing.wait()
@@ -279,6 +280,7 @@ class DatabaseRefused:
     name: str = "pg-database-refused"
 
     async def _admin(self, *statements: str) -> None:
+        """Run statements as the server's administrator."""
         connection = await asyncpg.connect(PG_ADMIN, timeout=5)
         try:
             for statement in statements:
@@ -314,6 +316,7 @@ class QueryOnly:
         event.listen(self.gateway.store.engine.sync_engine.pool, "checkout", self._apply)
 
     def _apply(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        """Pool checkout: the connection refuses writes while the fault is on."""
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA query_only={'ON' if self.on else 'OFF'}")
         cursor.close()
@@ -340,6 +343,7 @@ class PageLimit:
         event.listen(self.gateway.store.engine.sync_engine.pool, "checkout", self._apply)
 
     def _apply(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        """Pool checkout: the database may not grow while the fault is on."""
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA max_page_count={1 if self.on else 1_073_741_823}")
         cursor.close()
@@ -379,12 +383,14 @@ class DiskFull:
 
     @property
     def filler(self) -> Path:
+        """The file that takes the free space."""
         return self.folder / "filler"
 
     async def inject(self) -> None:
         await asyncio.to_thread(self._fill)
 
     def _fill(self) -> None:
+        """Write zeros until the file system is full."""
         chunk = b"\0" * 65536
         with contextlib.suppress(OSError), self.filler.open("ab") as handle:
             while True:

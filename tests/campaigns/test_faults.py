@@ -13,7 +13,7 @@ from tests.campaigns.readonly import sqlite_read_only_restart
 from tests.campaigns.smarthost import SCENARIOS, smarthost_fault
 from tests.conftest import pg_url
 
-SMOKE = Timing(windows=1, before=0.4, window=1.2, after=0.4, commit_timeout=0.5)
+SMOKE = Timing(windows=1, before=0.4, window=1.5, after=0.4, commit_timeout=0.5)
 
 
 @pytest.mark.parametrize("name", sorted(POSTGRESQL))
