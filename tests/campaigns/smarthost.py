@@ -80,6 +80,7 @@ class SlowSink(SmtpSink):
     refuse: bool = False
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """451 when refusing; else keep the message, then wait before answering."""
         if self.refuse:
             self.data_attempts += 1
             return "451 4.3.0 Smarthost busy, try again later"
@@ -97,10 +98,12 @@ class Smarthost:
         self.server: asyncio.Server | None = None
 
     async def up(self) -> None:
+        """Listen on the port."""
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self.sink.protocol, "127.0.0.1", self.port)
 
     async def down(self) -> None:
+        """Stop listening: connections are refused."""
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -115,6 +118,7 @@ class SmarthostFault:
     name: str
 
     async def inject(self) -> None:
+        """Misbehave."""
         if self.name == "smarthost-down":
             await self.smarthost.down()
         elif self.name == "smarthost-slow":
@@ -123,6 +127,7 @@ class SmarthostFault:
             self.smarthost.sink.refuse = True
 
     async def lift(self) -> None:
+        """Behave again."""
         if self.name == "smarthost-down":
             await self.smarthost.up()
         self.smarthost.sink.delay = 0.0
@@ -173,6 +178,7 @@ async def smarthost_fault(workdir: Path, url: str, timing: Timing, name: str) ->
             outbound = OutboundStore(gateway.store.engine)
 
             async def reply_for(seconds: float) -> None:
+                """Queue a reply every 0.1 s for that long, as agents would."""
                 deadline = time.monotonic() + seconds
                 while time.monotonic() < deadline:
                     request = replies.ReplyRequest(
