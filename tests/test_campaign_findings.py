@@ -1,10 +1,17 @@
-"""Regressions for what the fuzz campaign found, each minimised from its crash artifact."""
+"""Regressions for what the fuzz and fault campaigns found, each reduced to its smallest case."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from mailgateway.inbound.analysis import analyse
+from mailgateway.intake.imapclient import ConnectionLost, ImapSession
 from mailgateway.store.repo import Store
 from tests.campaigns.boundary import check
 from tests.test_threading_worker import (
@@ -53,3 +60,21 @@ async def test_bounce_with_control_characters_is_stored(store: Store, config_dir
     ours = [m for m in await messages(store) if m.direction == "outbound"]
     assert ours[0].delivery_status == "failed"
     assert "\x00" not in ours[0].delivery_error
+
+
+async def test_imap_command_after_connection_loss_is_closed_not_left_dangling() -> None:
+    """A command attempted after the IMAP connection was lost raises ConnectionLost, and its
+    coroutine is closed rather than never awaited (found by the fault campaign: a
+    RuntimeWarning per command while the connection flapped)."""
+    lost = asyncio.Event()
+    lost.set()
+    client: Any = SimpleNamespace(protocol=SimpleNamespace(oversized=False))
+    session = ImapSession(client, lost, timeout=1.0)
+
+    async def command() -> str:
+        return "OK"
+
+    pending = command()
+    with pytest.raises(ConnectionLost):
+        await session.bounded(pending)
+    assert inspect.getcoroutinestate(pending) == inspect.CORO_CLOSED
