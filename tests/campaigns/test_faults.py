@@ -3,15 +3,19 @@ several times): every answer in the window is a deferral, nothing is lost, doubl
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from mailgateway import logs
 from tests.campaigns.faults import POSTGRESQL, SQLITE, Timing
+from tests.campaigns.imapfault import imap_fault
 from tests.campaigns.readonly import sqlite_read_only_restart
 from tests.campaigns.smarthost import SCENARIOS, smarthost_fault
 from tests.conftest import pg_url
+from tests.dovecot import Dovecot
+from tests.system import require_system
 
 SMOKE = Timing(windows=1, before=0.4, window=1.5, after=0.4, commit_timeout=0.5)
 
@@ -57,3 +61,19 @@ async def test_smarthost_fault_smoke(tmp_path: Path, db_url: str, name: str) -> 
     report = await smarthost_fault(tmp_path, db_url, SMOKE, name)
     assert report.ok, report.figures()
     assert report.in_window_states["deferred"] + report.in_window_states["active"] > 0
+
+
+async def test_imap_fault_smoke(tmp_path: Path, db_url: str) -> None:
+    """The team mailbox's connection reset or silenced every 0.3 s while mail keeps arriving:
+    every message delivered into the mailbox is stored exactly once and processed."""
+    if shutil.which("dovecot") is None:
+        require_system("dovecot is not installed (Debian: dovecot-core dovecot-imapd)")
+    server = Dovecot()
+    server.add_users(1)
+    try:
+        server.start()
+        report = await imap_fault(tmp_path, db_url, SMOKE, server)
+    finally:
+        server.close()
+    assert report.ok, report.figures()
+    assert sum(report.drops.values()) >= 3
