@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -16,8 +17,10 @@ from mailgateway import logs
 from tests.campaigns.crash import CrashSettings, crash_campaign
 from tests.campaigns.databases import campaign_database
 from tests.campaigns.faults import POSTGRESQL, SQLITE, Timing
+from tests.campaigns.imapfault import ImapReport, imap_fault
 from tests.campaigns.readonly import sqlite_read_only_restart
 from tests.campaigns.smarthost import SCENARIOS, smarthost_fault
+from tests.dovecot import Dovecot
 
 
 def arguments() -> argparse.Namespace:
@@ -70,6 +73,10 @@ async def fault_runs(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
             for name in SCENARIOS
         ),
     ]
+    if shutil.which("dovecot") is not None:
+        plan += [
+            (kind, "imap-connection-dropped", imap_scenario) for kind in ("sqlite", "postgresql")
+        ]
     results = []
     for kind, name, scenario in plan:
         if kind not in args.databases.split(","):
@@ -86,6 +93,17 @@ async def fault_runs(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
     return results
 
 
+async def imap_scenario(workdir: Path, url: str, timing: Timing) -> ImapReport:
+    """The IMAP fault against a private Dovecot of its own."""
+    server = Dovecot()
+    server.add_users(1)
+    try:
+        server.start()
+        return await imap_fault(workdir, url, timing, server)
+    finally:
+        server.close()
+
+
 def summary(kind: str, figures: dict[str, Any]) -> str:
     """One line per run."""
     if kind == "crash":
@@ -97,7 +115,9 @@ def summary(kind: str, figures: dict[str, Any]) -> str:
             f" integrity {figures['integrity']}, {figures['seconds']} s: "
             + ("OK" if figures["ok"] else "FAILED")
         )
-    inside = figures.get("replies_in_window", figures.get("states_at_window_end"))
+    inside = figures.get(
+        "replies_in_window", figures.get("states_at_window_end", figures.get("connection_drops"))
+    )
     return (
         f"fault {figures['database']} {figures['fault']}: in window {inside},"
         f" lost {figures.get('lost', figures.get('missing'))},"
