@@ -19,13 +19,14 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mailgateway.store.db import create_engine
-from mailgateway.store.repo import inbound_queue
+from mailgateway.store.repo import Store, inbound_queue
 from tests.campaigns.daemon import KillPoint
 from tests.campaigns.mta import Ledger, Letter, Sessions, make_letter
 from tests.campaigns.verify import Verdict, verify
 from tests.support import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
+QUARANTINE = "requeued: worker "  # the reason recovery gives the rows a dead worker had in hand
 START_TIMEOUT = 30.0
 
 
@@ -54,6 +55,7 @@ class CrashReport:
     letters: int = 0
     replies: Counter[str] = field(default_factory=Counter)
     retried_after_broken_data: int = 0
+    quarantined: int = 0
     final_exit: int | None = None
     verdict: Verdict = field(default_factory=Verdict)
     seconds: float = 0.0
@@ -78,6 +80,7 @@ class CrashReport:
             "letters": self.letters,
             "replies": dict(self.replies),
             "retried_after_broken_data": self.retried_after_broken_data,
+            "quarantined_after_crashes_then_retried": self.quarantined,
             "final_exit": self.final_exit,
             **self.verdict.figures(),
             "seconds": round(self.seconds, 1),
@@ -235,6 +238,21 @@ async def drained(db_url: str, timeout: float) -> bool:
         await engine.dispose()
 
 
+async def retry_quarantined(db_url: str) -> int:
+    """Rows held because the process died three times while they were in hand (the worker
+    cannot tell such a crash loop from a message that crashes it) go back to the queue, as an
+    operator's `queue retry` would put them; how many. Rows held for any other reason stay."""
+    store = Store(create_engine(db_url))
+    try:
+        held = await store.queue_rows(["held"])
+        crashed = [row.id for row in held if (row.reason or "").startswith(QUARANTINE)]
+        for queue_id in crashed:
+            await store.retry(queue_id)
+        return len(crashed)
+    finally:
+        await store.close()
+
+
 async def crash_campaign(
     workdir: Path, db_url: str, settings: CrashSettings, database: str
 ) -> CrashReport:
@@ -254,6 +272,8 @@ async def crash_campaign(
         final = DaemonProcess(config_dir, workdir, KillPoint.TIMER, 0)
         assert await listening(port, final), (workdir / "daemon.log").read_text()[-3000:]
         await sessions.stop()
+        await drained(db_url, settings.drain_timeout)
+        report.quarantined = await retry_quarantined(db_url)
         await drained(db_url, settings.drain_timeout)
         report.final_exit = final.terminate()
     finally:
