@@ -3,7 +3,9 @@ the properties every input must keep (no exception, ≤ 1 s, ≤ 64 MiB, header 
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -49,6 +51,7 @@ def boundary_config() -> Config:
     """The test configuration (users alice and bob, inboxes support, sales, archive) trusting
     Authentication-Results of mx.acme.example, so that forwards reach the trust policy."""
     folder = Path(tempfile.mkdtemp(prefix="mg-fuzz-")) / "config"
+    atexit.register(shutil.rmtree, folder.parent, True)
     write_config(folder, f"sqlite:///{folder.parent / 'unused.db'}")
     with (folder / "mailgateway.toml").open("a") as handle:
         handle.write(toml_section("trust", {"authserv_ids": ["mx.acme.example"]}))
