@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 EXAMPLE = config/example
 DEMO_DB = $(CURDIR)/var/demo.db
+KILLS ?= 250
+FUZZ_RUNS ?= 1000000
+FUZZ_JOBS ?= 1
 
-.PHONY: venv demo run test lint bench clean
+.PHONY: venv demo run test lint bench soak fuzz clean
 
 venv: $(VENV)/.installed
 
@@ -34,6 +37,12 @@ bench: venv
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_forwards.py
 	$(BIN)/python bench/bench_imap.py
+
+soak: venv
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/soak.py --kills $(KILLS) --out var/soak.json
+
+fuzz: venv
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/fuzz.py --runs $(FUZZ_RUNS) --jobs $(FUZZ_JOBS) --out var/fuzz.json
 
 clean:
 	rm -rf var build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -46,7 +46,7 @@ _MESSAGE_ID_LINE = re.compile(r"^message-id:[ \t]*(\S[^\n]{0,996})", re.IGNORECA
 _ENHANCED_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b[^\n]{0,400}")
 _BLOCK_BREAK = re.compile(rb"\n[ \t]*\n")
-_ADDRESS = re.compile(r"[^\s<>;:,\"]+@[^\s<>;:,\"]+")
+_ADDRESS = re.compile(r"[^\s<>;:,\"\x00-\x1f\x7f]+@[^\s<>;:,\"\x00-\x1f\x7f]+")  # no controls, NUL
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,8 +45,9 @@ from mailgateway.inbound.threads import (
     thread,
 )
 from mailgateway.logs import get_logger
-from mailgateway.store import repo, routing
+from mailgateway.store import recovery, repo, routing
 from mailgateway.store import threads as threads_store
+from mailgateway.store.faults import database_unavailable
 from mailgateway.store.repo import ClaimedItem, Store
 from mailgateway.store.schema import utcnow
 
@@ -422,18 +423,38 @@ class InboundWorker:
         self.stopping.set()
         self.wakeup.set()
 
+    async def recover(self) -> None:
+        """At start: rows of claimers that are gone go back to the queue at once (a process of
+        this host; another host's rows are taken over by claims once their lease runs out); of
+        a dead process's rows, only those it can have been processing keep the attempt."""
+        await self.store.requeue_abandoned(self.claimer_alive, TRANSACTION_SIZE)
+
     async def run(self) -> None:
         """Process until stopped, sleeping between empty polls."""
-        await self.store.requeue_abandoned(self.claimer_alive)
+        try:
+            await self.recover()
+        except Exception as error:  # the database may be down: process what comes anyway
+            log.error("worker.recover_failed", error=type(error).__name__)
+        unsettled = False
         while not self.stopping.is_set():
             try:
+                if unsettled:
+                    await self.give_back()
+                    unsettled = False
                 done = await self.run_once()
             except Exception as error:  # the database may be down: keep polling, never crash
                 log.error("worker.poll_failed", error=type(error).__name__)
-                done = 0
+                unsettled, done = True, 0
             if done == 0 and not self.stopping.is_set():
                 await self._sleep()
         await self.store.release_claims(self.name)
+
+    async def give_back(self) -> None:
+        """After a poll that failed on the database: the rows of ours it left active (even
+        their failure could not be recorded) go back to the queue, the attempt not counted."""
+        returned = await self.store.release_claims(self.name)
+        if returned:
+            log.warning("worker.claims_returned", rows=returned)
 
     async def _sleep(self) -> None:
         """Wait for new mail or the next poll."""
@@ -569,10 +590,18 @@ class InboundWorker:
         raise AssertionError("unreachable")
 
     async def record_failure(self, item: ClaimedItem, error: Exception) -> None:
-        """Back to the queue with a delay, or held with the reason after the last attempt."""
-        hold = item.attempts >= self.settings.max_attempts
+        """Back to the queue with a delay, or held with the reason after the last attempt. A
+        failure of the database (full, read-only, unreachable) is not the message's: it goes
+        back to the queue without counting an attempt, and is never held for it."""
         reason = clean_text(f"{type(error).__name__}: {error}", limit=500)
         retry_at = utcnow() + timedelta(seconds=self.settings.retry_delay * item.attempts)
+        if database_unavailable(error):
+            log.warning(
+                "message.deferred", queue_id=item.id, inbox=item.inbox, error=type(error).__name__
+            )
+            await recovery.defer(self.store, item.id, reason, retry_at)
+            return
+        hold = item.attempts >= self.settings.max_attempts
         log.warning(
             "message.failed",
             queue_id=item.id,

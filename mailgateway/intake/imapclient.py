@@ -153,6 +153,8 @@ class ImapSession:
         """Await an aioimaplib call, racing the connection's loss and a deadline; its
         faults become ImapError."""
         if self.lost.is_set():
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # never to be awaited: say so, rather than leave it dangling
             raise ConnectionLost(self._lost_reason())
         command = asyncio.ensure_future(awaitable)
         lost = asyncio.ensure_future(self.lost.wait())

@@ -314,9 +314,16 @@ class Store:
             )
             return int(result.rowcount)
 
-    async def requeue_abandoned(self, alive: Callable[[str], bool]) -> int:
+    async def requeue_abandoned(
+        self, alive: Callable[[str], bool], in_process: int | None = None
+    ) -> int:
         """Put back at once the rows of claimers known to be gone (`alive` says False: e.g. a
-        process of this host that no longer exists), without waiting for the lease."""
+        process of this host that no longer exists), without waiting for the lease. A worker
+        takes its claimed rows in id order, `in_process` at a time, and finished rows leave the
+        active set: so only the first `in_process` rows of a gone claimer can have been in its
+        hands. They keep the attempt their claim counted (a message that kills the process
+        each time is still held after max_attempts) and say why; the others were never begun
+        and get the attempt back. Without `in_process` every row keeps its attempt."""
         async with self.transaction() as connection:
             claimers = await connection.scalars(
                 select(inbound_queue.c.claimed_by)
@@ -324,17 +331,36 @@ class Store:
                 .distinct()
             )
             gone = [name for name in claimers if name is not None and not alive(name)]
-            if not gone:
-                return 0
-            result = await connection.execute(
-                update(inbound_queue)
-                .where(
-                    inbound_queue.c.state == QueueState.ACTIVE,
-                    inbound_queue.c.claimed_by.in_(gone),
+            requeued = 0
+            for name in gone:
+                found = await connection.scalars(
+                    select(inbound_queue.c.id)
+                    .where(
+                        inbound_queue.c.state == QueueState.ACTIVE,
+                        inbound_queue.c.claimed_by == name,
+                    )
+                    .order_by(inbound_queue.c.id)
                 )
-                .values(state=QueueState.QUEUED, claimed_by=None, updated_at=utcnow())
-            )
-            return int(result.rowcount)
+                ids = list(found)
+                split = len(ids) if in_process is None else in_process
+                reason = f"requeued: worker {name} stopped while processing this message"
+                for chunk, values in (
+                    (ids[:split], {"reason": reason}),
+                    (ids[split:], {"attempts": inbound_queue.c.attempts - 1}),
+                ):
+                    if chunk:
+                        await connection.execute(
+                            update(inbound_queue)
+                            .where(inbound_queue.c.id.in_(chunk))
+                            .values(
+                                state=QueueState.QUEUED,
+                                claimed_by=None,
+                                updated_at=utcnow(),
+                                **values,
+                            )
+                        )
+                requeued += len(ids)
+            return requeued
 
     async def release_claims(self, worker: str) -> int:
         """Put back every row this worker claimed and did not finish (orderly shutdown)."""

@@ -1,0 +1,80 @@
+"""Regressions for what the fuzz and fault campaigns found, each reduced to its smallest case."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from mailgateway.inbound.analysis import analyse
+from mailgateway.intake.imapclient import ConnectionLost, ImapSession
+from mailgateway.store.repo import Store
+from tests.campaigns.boundary import check
+from tests.test_threading_worker import (
+    JOHN,
+    deliver,
+    fixture,
+    messages,
+    process,
+    send_ours,
+    start,
+)
+
+CONTROL_RECIPIENT = b"john.do\x17\x00\x00e@customer.test"
+
+
+def bounce_with_control_characters() -> bytes:
+    """Postfix's delivery report for our reply, with a second recipient block whose address
+    holds a control character and NUL bytes (atheris found one like it)."""
+    raw = fixture("bounces/dsn-postfix")
+    block = (
+        b"Final-Recipient: rfc822; " + CONTROL_RECIPIENT + b"\n"
+        b"Action: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 no\x00such user\n\n"
+    )
+    return raw.replace(b"Final-Recipient:", block + b"Final-Recipient:", 1)
+
+
+def test_bounce_recipients_never_hold_control_characters() -> None:
+    """A reported recipient address holding control characters or NUL is not taken with them:
+    no bounce field carries CR, LF, NUL or another control character."""
+    analysis = analyse(bounce_with_control_characters(), "", id_domain="mx.test")
+    assert analysis.bounce is not None
+    for item in analysis.bounce.recipients:
+        assert item.recipient.isprintable() and item.diagnostic.isprintable()
+    assert JOHN in analysis.bounce.addresses
+    check(bounce_with_control_characters())
+
+
+async def test_bounce_with_control_characters_is_stored(store: Store, config_dir: Path) -> None:
+    """Such a bounce of our reply is attached and marks our message failed on both databases
+    (PostgreSQL refuses NUL in text: it used to fail the row until it was held)."""
+    first = await start(store, config_dir)
+    await send_ours(store, first.conversation_id)
+    await deliver(store, bounce_with_control_characters(), mail_from="")
+    [outcome] = await process(store, config_dir)
+    assert outcome.conversation_id == first.conversation_id
+    ours = [m for m in await messages(store) if m.direction == "outbound"]
+    assert ours[0].delivery_status == "failed"
+    assert "\x00" not in ours[0].delivery_error
+
+
+async def test_imap_command_after_connection_loss_is_closed_not_left_dangling() -> None:
+    """A command attempted after the IMAP connection was lost raises ConnectionLost, and its
+    coroutine is closed rather than never awaited (found by the fault campaign: a
+    RuntimeWarning per command while the connection flapped)."""
+    lost = asyncio.Event()
+    lost.set()
+    client: Any = SimpleNamespace(protocol=SimpleNamespace(oversized=False))
+    session = ImapSession(client, lost, timeout=1.0)
+
+    async def command() -> str:
+        return "OK"
+
+    pending = command()
+    with pytest.raises(ConnectionLost):
+        await session.bounded(pending)
+    assert inspect.getcoroutinestate(pending) == inspect.CORO_CLOSED
