@@ -73,10 +73,20 @@ def atheris_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     corpus.mkdir(exist_ok=True)
     artifacts.mkdir(exist_ok=True)
     command = [
-        sys.executable, "-m", "tests.campaigns.fuzz_atheris",
-        "--store-every", str(args.store_every), "--store", str(workdir), "--",
-        f"-runs={args.runs // args.jobs}", f"-max_len={MAX_LEN}", "-timeout=10",
-        "-rss_limit_mb=4096", "-print_final_stats=1", f"-artifact_prefix={artifacts}/",
+        sys.executable,
+        "-m",
+        "tests.campaigns.fuzz_atheris",
+        "--store-every",
+        str(args.store_every),
+        "--store",
+        str(workdir),
+        "--",
+        f"-runs={args.runs // args.jobs}",
+        f"-max_len={MAX_LEN}",
+        "-timeout=10",
+        "-rss_limit_mb=4096",
+        "-print_final_stats=1",
+        f"-artifact_prefix={artifacts}/",
     ]
     if args.jobs > 1:
         command += [f"-jobs={args.jobs}", f"-workers={args.jobs}"]
@@ -113,8 +123,16 @@ def hypothesis_run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     result = subprocess.run(
         [
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=0",
-            "tests/campaigns/test_fuzz.py", "-k", "keep_the",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--timeout=0",
+            "tests/campaigns/test_fuzz.py",
+            "-k",
+            "keep_the",
         ],
         cwd=ROOT,
         env=env,

@@ -26,8 +26,11 @@ async def raised(store: Store, *statements: str) -> BaseException:
 @pytest.mark.parametrize(
     ("pragma", "statement"),
     [
-        ("PRAGMA max_page_count=1", "INSERT INTO contacts (email, name, created_at) "
-         "VALUES (hex(randomblob(200000)), '', CURRENT_TIMESTAMP)"),
+        (
+            "PRAGMA max_page_count=1",
+            "INSERT INTO contacts (email, name, created_at) "
+            "VALUES (hex(randomblob(200000)), '', CURRENT_TIMESTAMP)",
+        ),
         ("PRAGMA query_only=ON", "DELETE FROM contacts"),
     ],
     ids=["disk-full", "read-only"],

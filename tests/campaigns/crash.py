@@ -98,9 +98,18 @@ class DaemonProcess:
         with (workdir / "daemon.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "tests.campaigns.daemon",
-                    point.value, str(nth), str(self.record), "--",
-                    "serve", "--config", str(config_dir), "--log-level", "warning",
+                    sys.executable,
+                    "-m",
+                    "tests.campaigns.daemon",
+                    point.value,
+                    str(nth),
+                    str(self.record),
+                    "--",
+                    "serve",
+                    "--config",
+                    str(config_dir),
+                    "--log-level",
+                    "warning",
                 ],
                 stdout=log,
                 stderr=log,

@@ -61,8 +61,8 @@ class Window:
 
     def overlaps(self, reply: Reply) -> bool:
         """The transaction straddles a boundary of the window."""
-        return reply.started < self.lifted and reply.ended > self.injected and not self.inside(
-            reply
+        return (
+            reply.started < self.lifted and reply.ended > self.injected and not self.inside(reply)
         )
 
 
@@ -149,9 +149,7 @@ class Timing:
     drain_timeout: float = 60.0
 
 
-async def under_fault(
-    gateway: Gateway, fault: Fault, timing: Timing, seed: int = 0
-) -> FaultReport:
+async def under_fault(gateway: Gateway, fault: Fault, timing: Timing, seed: int = 0) -> FaultReport:
     """Send through the gateway while the fault comes and goes; then check the ledger."""
     started = time.monotonic()
     gateway.handler.commit_timeout = timing.commit_timeout

@@ -155,8 +155,7 @@ async def conversations(gateway: Gateway, count: int) -> list[int]:
 def delivered_ids(smarthost: Smarthost) -> Counter[str]:
     """How often each Message-ID reached the smarthost."""
     return Counter(
-        str(message_from_bytes(received.data)["Message-ID"])
-        for received in smarthost.sink.messages
+        str(message_from_bytes(received.data)["Message-ID"]) for received in smarthost.sink.messages
     )
 
 

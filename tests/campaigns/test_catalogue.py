@@ -60,7 +60,8 @@ def test_every_named_test_exists_and_pending_rows_are_still_pending() -> None:
     }
     assert missing == {}
     ready = [
-        number for number, (row_nodes, pending) in rows.items()
+        number
+        for number, (row_nodes, pending) in rows.items()
         if pending and set(row_nodes) <= found
     ]
     assert ready == [], f"rows {ready} are pinned now: drop 'pending:' in {TABLE.name}"

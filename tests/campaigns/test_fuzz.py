@@ -172,9 +172,18 @@ def test_atheris_harness_runs(tmp_path: Path) -> None:
     write_corpus(corpus, limit=4096)
     result = subprocess.run(
         [
-            sys.executable, "-m", "tests.campaigns.fuzz_atheris", "--store-every", "5",
-            "--store", str(tmp_path), "--",
-            "-runs=400", "-max_len=4096", "-timeout=10", str(corpus),
+            sys.executable,
+            "-m",
+            "tests.campaigns.fuzz_atheris",
+            "--store-every",
+            "5",
+            "--store",
+            str(tmp_path),
+            "--",
+            "-runs=400",
+            "-max_len=4096",
+            "-timeout=10",
+            str(corpus),
         ],
         cwd=ROOT,
         capture_output=True,

@@ -62,9 +62,9 @@ class Verdict:
             "queue_states": self.states,
             "held": len(self.held),
             "integrity": self.integrity or "ok",
-            "examples": (
-                self.lost + self.unprocessed + self.duplicated + self.altered + self.held
-            )[:5],
+            "examples": (self.lost + self.unprocessed + self.duplicated + self.altered + self.held)[
+                :5
+            ],
         }
 
 
@@ -78,8 +78,7 @@ async def verify(engine: AsyncEngine, ledger: Ledger, *, processed: bool = True)
         stored = await _stored(connection)
         verdict.states = await _states(connection)
         verdict.held = [
-            f"queue {row.id}: {row.reason}"
-            for row in (await connection.execute(_held())).all()
+            f"queue {row.id}: {row.reason}" for row in (await connection.execute(_held())).all()
         ]
         for letter in ledger.acknowledged:
             _check(verdict, letter, ledger.acks[letter.key], raws, queue, stored, processed)
@@ -161,9 +160,7 @@ async def _states(connection: AsyncConnection) -> dict[str, int]:
 
 def _held() -> Any:
     """The held rows and why."""
-    return select(inbound_queue.c.id, inbound_queue.c.reason).where(
-        inbound_queue.c.state == "held"
-    )
+    return select(inbound_queue.c.id, inbound_queue.c.reason).where(inbound_queue.c.state == "held")
 
 
 async def _check_bytes(

@@ -69,9 +69,7 @@ async def test_row_22_concurrent_max_size_data_stays_within_budget(
         baseline = peak_memory(daemon.process.pid)
         line = b"x" * 998 + b"\r\n"
         body = make_message(body="start\n") + line * (MiB // len(line) - 8)
-        replies = await asyncio.gather(
-            *(max_size_transfer(port, body) for _ in range(SESSIONS))
-        )
+        replies = await asyncio.gather(*(max_size_transfer(port, body) for _ in range(SESSIONS)))
         growth = peak_memory(daemon.process.pid) - baseline
     finally:
         assert daemon.terminate() == 0
@@ -87,9 +85,7 @@ async def test_row_52_no_backscatter(gateway: Gateway) -> None:
     accepted hostile mail (a forged bounce) never makes the gateway send anything."""
     client = await RawSMTP.connect(port_of(gateway))
     assert (await client.command("MAIL FROM:<victim@innocent.test>")).startswith("250")
-    assert (await client.command("RCPT TO:<nosuch@acme.inbox.example.net>")).startswith(
-        "550 5.1.1"
-    )
+    assert (await client.command("RCPT TO:<nosuch@acme.inbox.example.net>")).startswith("550 5.1.1")
     assert (await client.command("DATA")).startswith("503")
     forged_bounce = make_message(
         sender="MAILER-DAEMON@innocent.test",
