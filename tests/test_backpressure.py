@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 from mailgateway.intake.backpressure import LOW_WATER, Backpressure
+from mailgateway.store.db import create_engine
+from mailgateway.store.repo import Store
 
 
 class Depths:
@@ -49,3 +54,17 @@ async def test_failed_lookup_keeps_the_verdict() -> None:
 
     gate = Backpressure(broken, lambda: 10, refresh=0)
     assert await gate.full() is False
+
+
+async def test_depth_lookup_takes_no_write_lock(sqlite_url: str) -> None:
+    """The depth is counted while another connection holds SQLite's write lock (a reader never
+    waits for a writer in WAL mode), so MAIL is not held up by a long write."""
+    store = Store(create_engine(sqlite_url))
+    locker = sqlite3.connect(sqlite_url.split(":///", 1)[1], isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        assert await asyncio.wait_for(store.queue_depth(10), timeout=2.0) == 0
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+        await store.close()

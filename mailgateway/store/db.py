@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
+READ_ONLY = "mailgateway_read_only"  # execution option: a SQLite read that takes no write lock
+
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
@@ -33,8 +35,13 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _on_sqlite_begin(connection: Any) -> None:
     """Begin every transaction as IMMEDIATE: a transaction that reads, then writes, would
-    otherwise fail with SQLITE_BUSY instead of waiting when another writer committed between."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    otherwise fail with SQLITE_BUSY instead of waiting when another writer committed between.
+    A connection marked READ_ONLY begins a deferred one: it takes no write lock, so in WAL mode
+    it never waits for a writer (nor makes one wait)."""
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(async_url: str) -> AsyncEngine:

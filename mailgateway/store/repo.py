@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
 
 from mailgateway.domain import ConversationStatus, QueueState
+from mailgateway.store.db import READ_ONLY
 from mailgateway.store.schema import (
     Contact,
     Conversation,
@@ -437,6 +438,7 @@ class Store:
             .subquery()
         )
         async with self.engine.connect() as connection:
+            await connection.execution_options(**{READ_ONLY: True})
             return int(await connection.scalar(select(func.count()).select_from(waiting)) or 0)
 
     async def queue_counts(self) -> dict[str, int]:
