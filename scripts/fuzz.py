@@ -80,10 +80,12 @@ def atheris_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         str(args.store_every),
         "--store",
         str(workdir),
+        "--artifacts",
+        str(artifacts),
         "--",
         f"-runs={args.runs // args.jobs}",
         f"-max_len={MAX_LEN}",
-        "-timeout=10",
+        "-timeout=0",
         "-rss_limit_mb=4096",
         "-print_final_stats=1",
         f"-artifact_prefix={artifacts}/",
@@ -106,7 +108,7 @@ def atheris_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for text in texts
         for count in re.findall(r"stat::number_of_executed_units: (\d+)", text)
     )
-    found = sorted(path.name for path in artifacts.iterdir())
+    found = sorted(path.name for path in artifacts.iterdir() if path.suffix != ".txt")
     return {
         "exit_status": status,
         "runs": runs,

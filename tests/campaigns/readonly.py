@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from mailgateway.store.db import create_engine
 from tests.campaigns.crash import (
     DaemonProcess,
     Letters,
@@ -22,7 +21,7 @@ from tests.campaigns.daemon import KillPoint
 from tests.campaigns.databases import migrate
 from tests.campaigns.faults import FaultReport, MiB, Timing, Window, sort_replies, sqlite_on_tmpfs
 from tests.campaigns.mta import Ledger, Sessions
-from tests.campaigns.verify import verify
+from tests.campaigns.verify import reader, verify
 
 
 def remount(folder: Path, mode: str) -> None:
@@ -83,7 +82,7 @@ async def _run(workdir: Path, folder: Path, url: str, timing: Timing) -> FaultRe
             task.cancel()
         daemon.kill()
     sort_replies(report, ledger, windows)
-    engine = create_engine(url)
+    engine = reader(url)
     try:
         report.verdict = await verify(engine, ledger)
     finally:

@@ -4,6 +4,7 @@ the store and the SMTP intake (`make fuzz` runs the same properties much longer,
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -88,7 +89,15 @@ def test_the_checks_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(BoundaryFailure, match="text"):
         check_row({"subject": "ok", "text": "a\x00b"})
     check_row({"subject": "ok", "text": "line one\r\nline two"})
-    monkeypatch.setattr(boundary, "row_values", lambda raw: time.sleep(1.1) or {})
+
+    def busy(raw: bytes) -> dict[str, object]:
+        """Burn 1.1 s of CPU time."""
+        started = time.process_time()
+        while time.process_time() - started < 1.1:
+            pass
+        return {}
+
+    monkeypatch.setattr(boundary, "row_values", busy)
     with pytest.raises(BoundaryFailure, match=" s for "):
         check(b"x")
     monkeypatch.setattr(boundary, "row_values", lambda raw: len(b"x" * (80 << 20)) and {})
@@ -179,10 +188,12 @@ def test_atheris_harness_runs(tmp_path: Path) -> None:
             "5",
             "--store",
             str(tmp_path),
+            "--artifacts",
+            str(tmp_path / "artifacts"),
             "--",
             "-runs=400",
             "-max_len=4096",
-            "-timeout=10",
+            "-timeout=0",
             str(corpus),
         ],
         cwd=ROOT,
@@ -192,4 +203,25 @@ def test_atheris_harness_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Done 400 runs" in result.stderr
+    done = re.search(r"Done (\d+) runs", result.stderr)
+    assert done is not None and int(done.group(1)) >= 400, result.stderr[-1000:]
+
+
+def test_atheris_target_keeps_a_failing_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input that fails the boundary is saved with its reason before the failure reaches
+    libFuzzer, so no finding is lost however the fuzzer process ends."""
+    pytest.importorskip("atheris", reason="atheris ships wheels for Linux x86-64 only")
+    from tests.campaigns import fuzz_atheris
+
+    def failing(raw: bytes) -> dict[str, object]:
+        raise BoundaryFailure("found one")
+
+    target = fuzz_atheris.Target(0, tmp_path, tmp_path / "artifacts")
+    monkeypatch.setattr(boundary, "check", failing)
+    with pytest.raises(BoundaryFailure):
+        target(b"hostile input")
+    [saved, reason] = sorted((tmp_path / "artifacts").iterdir())
+    assert saved.read_bytes() == b"hostile input"
+    assert reason.read_text() == "BoundaryFailure: found one\n"

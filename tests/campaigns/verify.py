@@ -7,13 +7,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from mailgateway.store.db import create_engine
 from mailgateway.store.repo import inbound_queue, messages, raw_messages
 from tests.campaigns.mta import Ledger, Letter
 
 CHUNK = 500
+
+
+def reader(url: str) -> AsyncEngine:
+    """An engine for the campaign's own reads while a daemon runs. The gateway's SQLite engine
+    begins every transaction IMMEDIATE (taking the write lock), so a reader made with it can
+    be starved for longer than the busy timeout by a busy daemon; a plain deferred reader never
+    blocks under WAL."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return create_async_engine(url, connect_args={"timeout": 60})
+    return create_engine(url)
 
 
 @dataclass
