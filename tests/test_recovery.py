@@ -29,8 +29,8 @@ class FlakyStore(Store):
         self.down = False
         self.outages = 1
 
-    async def claim(self, worker: str, limit: int, max_attempts: int) -> list[ClaimedItem]:
-        rows = await super().claim(worker, limit, max_attempts)
+    async def claim(self, *args: Any, **kwargs: Any) -> list[ClaimedItem]:
+        rows = await super().claim(*args, **kwargs)
         if rows and self.outages:
             self.outages -= 1
             self.down = True
