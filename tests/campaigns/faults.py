@@ -300,6 +300,16 @@ class DatabaseRefused:
 # -- SQLite -----------------------------------------------------------------------------------
 
 
+def gateway_pools(gateway: Gateway) -> list[Any]:
+    """Every connection pool the gateway writes through: the async engine's and, on SQLite,
+    the intake writer thread's own connection."""
+    pools = [gateway.store.engine.sync_engine.pool]
+    writer = gateway.store._sqlite_writer
+    if writer is not None:
+        pools.append(writer.engine.pool)
+    return pools
+
+
 @dataclass
 class QueryOnly:
     """SQLite made read-only for the gateway (a test hook, not a file-system change): every
@@ -311,7 +321,8 @@ class QueryOnly:
     on: bool = False
 
     def __post_init__(self) -> None:
-        event.listen(self.gateway.store.engine.sync_engine.pool, "checkout", self._apply)
+        for pool in gateway_pools(self.gateway):
+            event.listen(pool, "checkout", self._apply)
 
     def _apply(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         """Pool checkout: the connection refuses writes while the fault is on."""
@@ -338,7 +349,8 @@ class PageLimit:
     on: bool = False
 
     def __post_init__(self) -> None:
-        event.listen(self.gateway.store.engine.sync_engine.pool, "checkout", self._apply)
+        for pool in gateway_pools(self.gateway):
+            event.listen(pool, "checkout", self._apply)
 
     def _apply(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         """Pool checkout: the database may not grow while the fault is on."""
