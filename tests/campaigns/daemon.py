@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgateway.store import db
 from mailgateway.store.repo import Store, Submission
+from mailgateway.store.sqlite_writer import SqliteWriter
 
 KIND = "campaign_transaction"
 
@@ -98,6 +99,18 @@ def install(plan: Plan) -> None:
         event.listen(engine.sync_engine.pool, "checkin", forget)
         return engine
 
+    original_writer_init = SqliteWriter.__init__
+
+    def writer_init(self: SqliteWriter, url: Any) -> None:
+        """SQLite's intake writer thread commits on its own connection: listen to it too."""
+        original_writer_init(self, url)
+        event.listen(
+            self.engine, "begin", lambda connection: connection.info.update({KIND: "intake"})
+        )
+        event.listen(self.engine, "commit", on_commit)
+        event.listen(self.engine.pool, "checkin", forget)
+
+    SqliteWriter.__init__ = writer_init  # type: ignore[method-assign]
     Store.transaction = transaction  # type: ignore[method-assign]
     Store.enqueue_many = enqueue_many  # type: ignore[method-assign]
     db.create_engine = create_engine
