@@ -8,6 +8,9 @@ minute) instead of through SMTP.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 TABLES = ("contacts", "conversations", "raw_messages", "inbound_queue", "messages")
@@ -102,3 +105,14 @@ async def fill(engine: AsyncEngine, count: int) -> None:
         async with engine.connect() as connection:
             await connection.exec_driver_sql("ANALYZE")
             await connection.commit()
+    else:  # the rows into the database file, as SQLite's checkpoints would have put them
+        await asyncio.to_thread(checkpoint, str(engine.url.database))
+
+
+def checkpoint(path: str) -> None:
+    """Move a SQLite database's write-ahead log into the file and empty the log."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()

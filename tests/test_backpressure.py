@@ -46,6 +46,22 @@ async def test_depth_is_looked_up_at_most_once_per_refresh() -> None:
     assert depths.lookups == 2
 
 
+async def test_slow_lookup_does_not_hold_mail() -> None:
+    """A lookup the database does not answer (a stall) holds MAIL only `patience` seconds: the
+    last verdict stands meanwhile, and sessions arriving during the lookup do not wait at all."""
+    answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def stalled(cap: int) -> int:
+        return await answer
+
+    gate = Backpressure(stalled, lambda: 10, refresh=0, patience=0.05)
+    assert await asyncio.wait_for(gate.full(), timeout=1.0) is False
+    assert await asyncio.wait_for(gate.full(), timeout=0.01) is False
+    answer.set_result(11)
+    await asyncio.sleep(0)
+    assert await gate.full() is True
+
+
 async def test_failed_lookup_keeps_the_verdict() -> None:
     """A database fault while counting neither refuses nor admits mail by itself."""
 
