@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import aiohttp
@@ -11,6 +10,7 @@ from mailgateway.config import NotificationsConfig
 from mailgateway.errors import PermanentError, TemporaryError
 from mailgateway.logs import get_logger
 from mailgateway.notifications import slack_message
+from mailgateway.polling import PollingLoop
 from mailgateway.store import outbox
 from mailgateway.store.outbox import ClaimedEvent
 from mailgateway.store.repo import Store
@@ -63,41 +63,29 @@ async def post_event(session: aiohttp.ClientSession, url: str, event: ClaimedEve
         raise WebhookUnavailable(type(error).__name__) from error
 
 
-class Notifier:
+class Notifier(PollingLoop):
     """Claims queued notifications and posts them until stopped; idle without a webhook URL."""
 
     def __init__(
         self, store: Store, settings: NotificationsConfig, *, name: str, poll_interval: float
     ) -> None:
+        super().__init__()
         self.store = store
         self.settings = settings
         self.name = f"{name}:notifier"
-        self.poll_interval = poll_interval
-        self.wakeup = asyncio.Event()
-        self.stopping = asyncio.Event()
-
-    def wake(self) -> None:
-        """Events may be queued: look now rather than at the next poll."""
-        self.wakeup.set()
-
-    def stop(self) -> None:
-        """Finish the post in hand, give back the rest of the batch, and return."""
-        self.stopping.set()
-        self.wakeup.set()
+        self.interval = poll_interval
+        self.session: aiohttp.ClientSession | None = None
 
     async def run(self) -> None:
         """Post until stopped, sleeping between empty polls; never crash on a fault."""
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             await self._requeue_stale()
-            while not self.stopping.is_set():
-                try:
-                    done = await self.run_once(session)
-                except Exception as error:  # the database may be down: keep polling
-                    log.error("notifier.poll_failed", error=type(error).__name__)
-                    done = 0
-                if done == 0 and not self.stopping.is_set():
-                    await self._sleep()
+            self.session = session
+            try:
+                await self.poll_until_stopped()
+            finally:
+                self.session = None
         try:
             await outbox.release_claims(self.store.engine, self.name)
         except Exception as error:
@@ -110,14 +98,19 @@ class Notifier:
         except Exception as error:
             log.error("notifier.requeue_failed", error=type(error).__name__)
 
-    async def _sleep(self) -> None:
-        """Wait for a wake-up or the next poll."""
-        self.wakeup.clear()
+    def poll_interval(self) -> float:
+        """The configured poll interval."""
+        return self.interval
+
+    async def poll(self) -> int:
+        """One batch; a database outage is logged and waited out."""
+        if self.session is None:
+            return 0
         try:
-            async with asyncio.timeout(self.poll_interval):
-                await self.wakeup.wait()
-        except TimeoutError:
-            pass
+            return await self.run_once(self.session)
+        except Exception as error:  # the database may be down: keep polling
+            log.error("notifier.poll_failed", error=type(error).__name__)
+            return 0
 
     async def run_once(self, session: aiohttp.ClientSession) -> int:
         """Claim one batch and post it; returns how many events were attempted."""

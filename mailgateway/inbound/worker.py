@@ -45,6 +45,7 @@ from mailgateway.inbound.threads import (
     thread,
 )
 from mailgateway.logs import get_logger
+from mailgateway.polling import PollingLoop
 from mailgateway.store import recovery, repo, routing
 from mailgateway.store import threads as threads_store
 from mailgateway.store.faults import database_unavailable
@@ -367,7 +368,7 @@ async def _record_bounce(connection: AsyncConnection, inbox: str, bounce: Bounce
         )
 
 
-class InboundWorker:
+class InboundWorker(PollingLoop):
     """Claims batches from the inbound queue and processes them until stopped."""
 
     def __init__(
@@ -380,6 +381,7 @@ class InboundWorker:
         dkim: DkimVerifier | None = None,
         inline: bool = False,
     ) -> None:
+        super().__init__()
         self.store = store
         self.inline = inline  # a worker process: CPU work runs here, no thread to hand it to
         self.settings = settings
@@ -388,8 +390,7 @@ class InboundWorker:
         self.dkim = dkim or DkimVerifier()
         self.directory = Directory() if config is None else Directory.from_config(config)
         self.name = worker_name()
-        self.wakeup = asyncio.Event()
-        self.stopping = asyncio.Event()
+        self.unsettled = False  # a poll failed on the database: our claims are to be given back
         self.claimed_at = time.monotonic()
 
     def reconfigure(self, config: Config) -> None:
@@ -414,15 +415,6 @@ class InboundWorker:
             return True
         return True
 
-    def wake(self) -> None:
-        """New mail is queued: look now rather than at the next poll."""
-        self.wakeup.set()
-
-    def stop(self) -> None:
-        """Finish the row in hand, give back the rest of the batch, and return."""
-        self.stopping.set()
-        self.wakeup.set()
-
     async def recover(self) -> None:
         """At start: rows of claimers that are gone go back to the queue at once (a process of
         this host; another host's rows are taken over by claims once their lease runs out); of
@@ -435,18 +427,7 @@ class InboundWorker:
             await self.recover()
         except Exception as error:  # the database may be down: process what comes anyway
             log.error("worker.recover_failed", error=type(error).__name__)
-        unsettled = False
-        while not self.stopping.is_set():
-            try:
-                if unsettled:
-                    await self.give_back()
-                    unsettled = False
-                done = await self.run_once()
-            except Exception as error:  # the database may be down: keep polling, never crash
-                log.error("worker.poll_failed", error=type(error).__name__)
-                unsettled, done = True, 0
-            if done == 0 and not self.stopping.is_set():
-                await self._sleep()
+        await self.poll_until_stopped()
         await self.store.release_claims(self.name)
 
     async def give_back(self) -> None:
@@ -456,14 +437,21 @@ class InboundWorker:
         if returned:
             log.warning("worker.claims_returned", rows=returned)
 
-    async def _sleep(self) -> None:
-        """Wait for new mail or the next poll."""
-        self.wakeup.clear()
+    def poll_interval(self) -> float:
+        """The configured poll interval."""
+        return self.settings.poll_interval
+
+    async def poll(self) -> int:
+        """One batch; after a poll that failed on the database, first give our claims back."""
         try:
-            async with asyncio.timeout(self.settings.poll_interval):
-                await self.wakeup.wait()
-        except TimeoutError:
-            pass
+            if self.unsettled:
+                await self.give_back()
+                self.unsettled = False
+            return await self.run_once()
+        except Exception as error:  # the database may be down: keep polling, never crash
+            log.error("worker.poll_failed", error=type(error).__name__)
+            self.unsettled = True
+            return 0
 
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many rows were claimed."""

@@ -3,7 +3,6 @@ outcome: sent, deferred with exponential backoff, failed (5xx, or given up), or 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +18,7 @@ from mailgateway.outbound import send
 from mailgateway.outbound.identity import SMARTHOST
 from mailgateway.outbound.sentcopy import SentCopies, SentCopy
 from mailgateway.outbound.sign import Signer, load_signer
+from mailgateway.polling import PollingLoop
 from mailgateway.store.channelsend import note_copy_failed
 from mailgateway.store.outbound import ClaimedOutbound, OutboundStore
 from mailgateway.store.repo import Store
@@ -43,7 +43,7 @@ def backoff(settings_delay: float, settings_max: float, attempts: int) -> timede
     return timedelta(seconds=min(settings_delay * 2**exponent, settings_max))
 
 
-class OutboundWorker:
+class OutboundWorker(PollingLoop):
     """Sends the outbound queue through the smarthost or team SMTP servers until stopped."""
 
     def __init__(
@@ -54,13 +54,12 @@ class OutboundWorker:
         *,
         deliver: Deliver = send.deliver,
     ) -> None:
+        super().__init__()
         self.queue = OutboundStore(store.engine)
         self.config = config
         self.signer = signer
         self.deliver = deliver
         self.name = worker_name()
-        self.wakeup = asyncio.Event()
-        self.stopping = asyncio.Event()
         self.copies = SentCopies(lambda *failure: note_copy_failed(store, *failure))
         if signer is None:
             log.warning("outbound.unsigned", reason="no [outbound] dkim_key configured")
@@ -74,37 +73,24 @@ class OutboundWorker:
             signer = self.signer
         self.config, self.signer = config, signer
 
-    def wake(self) -> None:
-        """Something was queued: look now rather than at the next poll."""
-        self.wakeup.set()
-
-    def stop(self) -> None:
-        """Finish the message in hand, give back the rest of the batch, and return."""
-        self.stopping.set()
-        self.wakeup.set()
-
     async def run(self) -> None:
         """Send until stopped, sleeping between empty polls; a database outage is waited out."""
         await self.queue.requeue_stale(STALE_CLAIM)
-        while not self.stopping.is_set():
-            try:
-                done = await self.run_once()
-            except Exception as error:
-                log.error("outbound.poll_failed", error=type(error).__name__)
-                done = 0
-            if done == 0 and not self.stopping.is_set():
-                await self._sleep()
+        await self.poll_until_stopped()
         await self.queue.release_claims(self.name)
         await self.copies.drain(COPY_GRACE)
 
-    async def _sleep(self) -> None:
-        """Wait for new work or the next poll."""
-        self.wakeup.clear()
+    def poll_interval(self) -> float:
+        """The workers' configured poll interval."""
+        return self.config.gateway.worker.poll_interval
+
+    async def poll(self) -> int:
+        """One batch; a database outage is logged and waited out."""
         try:
-            async with asyncio.timeout(self.config.gateway.worker.poll_interval):
-                await self.wakeup.wait()
-        except TimeoutError:
-            pass
+            return await self.run_once()
+        except Exception as error:
+            log.error("outbound.poll_failed", error=type(error).__name__)
+            return 0
 
     async def run_once(self) -> int:
         """Claim one batch of due rows and send them; returns how many were handled."""
