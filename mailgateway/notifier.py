@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import aiohttp
 
@@ -12,13 +13,13 @@ from mailgateway.logs import get_logger
 from mailgateway.notifications import slack_message
 from mailgateway.polling import PollingLoop
 from mailgateway.store import outbox
+from mailgateway.store.claims import claimer_alive
 from mailgateway.store.outbox import ClaimedEvent
 from mailgateway.store.repo import Store
 from mailgateway.store.schema import utcnow
 
 log = get_logger(__name__)
 
-STALE_CLAIM = timedelta(minutes=10)
 MAX_BACKOFF = 3600.0
 BATCH = 20
 
@@ -80,7 +81,7 @@ class Notifier(PollingLoop):
         """Post until stopped, sleeping between empty polls; never crash on a fault."""
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            await self._requeue_stale()
+            await self._requeue_abandoned()
             self.session = session
             try:
                 await self.poll_until_stopped()
@@ -91,10 +92,12 @@ class Notifier(PollingLoop):
         except Exception as error:
             log.error("notifier.release_failed", error=type(error).__name__)
 
-    async def _requeue_stale(self) -> None:
-        """Queue again what a vanished notifier left mid-post."""
+    async def _requeue_abandoned(self) -> None:
+        """Queue again at once what a notifier of this host that is gone left mid-post (those of
+        other hosts are claimed again when their lease runs out)."""
         try:
-            await outbox.requeue_stale(self.store.engine, STALE_CLAIM)
+            own = partial(claimer_alive, own=self.name)
+            await outbox.requeue_abandoned(self.store.engine, own)
         except Exception as error:
             log.error("notifier.requeue_failed", error=type(error).__name__)
 

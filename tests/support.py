@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -205,3 +207,14 @@ class RawSMTP:
 def loaded(config_dir: Path) -> Config:
     """The configuration in the folder."""
     return load_config(config_dir)
+
+
+def exited_pid() -> int:
+    """The pid of a process that has run and exited (a claimer known to be gone)."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(child.stdout)

@@ -1,55 +1,40 @@
-"""Claims and their lease: a row claimed by a worker that died is claimed again by another once
-the lease has run out, never before; a deep queue is claimed oldest first."""
+"""Claim names and their claimers: a process of this host that is gone is known dead at once,
+whatever role it claimed in (inbound worker, outbound worker, notifier)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+import socket
 
-from mailgateway.store.repo import Delivery, Envelope, Store, Submission
-from tests.support import make_message
+from mailgateway.store.claims import claimer_alive
+from tests.support import exited_pid
 
-ENVELOPE = Envelope(mail_from="john.doe@customer.test")
-LEASE = timedelta(minutes=10)
-
-
-async def queue(store: Store, count: int) -> list[int]:
-    """Queue distinct messages for the support inbox; their queue ids."""
-    batch = [
-        Submission(make_message(subject=f"m{n}"), ENVELOPE, (Delivery("support", "s@x"),))
-        for n in range(count)
-    ]
-    return [ids[0] for ids in await store.enqueue_many(batch)]
+HOST = socket.gethostname()
 
 
-async def test_claimed_row_is_not_claimed_again_within_the_lease(store: Store) -> None:
-    """Another worker does not take a row whose claim is younger than the lease."""
-    await queue(store, 1)
-    assert len(await store.claim("first", 10, 3, LEASE)) == 1
-    assert await store.claim("second", 10, 3, LEASE) == []
+def test_gone_local_process_is_dead_in_every_role() -> None:
+    """A claim of this host by an exited process is dead, as inbound, outbound or notifier."""
+    pid = exited_pid()
+    for name in (f"{HOST}:{pid}", f"{HOST}:{pid}/outbound", f"{HOST}:{pid}:notifier"):
+        assert claimer_alive(name, own=f"{HOST}:{os.getpid()}") is False, name
 
 
-async def test_expired_claim_is_taken_over_with_an_attempt_counted(store: Store) -> None:
-    """Once the lease has run out, the row goes to the next worker that claims, attempt 2."""
-    [queue_id] = await queue(store, 1)
-    await store.claim("vanished", 10, 3, LEASE)
-    [item] = await store.claim("survivor", 10, 3, timedelta(0))
-    assert (item.id, item.attempts) == (queue_id, 2)
-    [row] = await store.queue_rows()
-    assert (row.state, row.claimed_by) == ("active", "survivor")
+def test_running_local_process_is_alive() -> None:
+    """A claim of this host by a running process (our parent) is alive, whatever its role."""
+    for name in (f"{HOST}:{os.getppid()}", f"{HOST}:{os.getppid()}/outbound"):
+        assert claimer_alive(name, own=f"{HOST}:{os.getpid()}") is True, name
 
 
-async def test_expired_claim_of_the_last_attempt_is_held(store: Store) -> None:
-    """A message whose every attempt killed its worker is held, not claimed forever."""
-    await queue(store, 1)
-    await store.claim("first", 10, 1, LEASE)
-    assert await store.claim("second", 10, 1, timedelta(0)) == []
-    [row] = await store.queue_rows()
-    assert row.state == "held"
+def test_other_hosts_and_odd_names_are_trusted() -> None:
+    """Another host's claim, or a name of another form, is trusted until its lease runs out."""
+    pid = exited_pid()
+    own = f"{HOST}:{os.getpid()}"
+    assert claimer_alive(f"elsewhere.test:{pid}", own=own) is True
+    assert claimer_alive("w1", own=own) is True
+    assert claimer_alive(f"{HOST}:not-a-pid", own=own) is True
 
 
-async def test_expired_claims_come_before_new_rows(store: Store) -> None:
-    """Rows left by a dead worker are taken first, then the oldest queued rows, in order."""
-    ids = await queue(store, 4)
-    await store.claim("vanished", 1, 3, LEASE)
-    claimed = await store.claim("survivor", 2, 3, timedelta(0))
-    assert [item.id for item in claimed] == ids[:2]
+def test_our_own_name_before_claiming_is_an_earlier_process() -> None:
+    """Rows under our own name, seen at start before we claimed, belong to an earlier process."""
+    own = f"{HOST}:{os.getpid()}/outbound"
+    assert claimer_alive(own, own=own) is False

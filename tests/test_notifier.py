@@ -4,8 +4,11 @@ kept visible; and the Slack message's content."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,9 +18,13 @@ from mailgateway.domain import NotificationKind
 from mailgateway.notifications import escape, slack_message
 from mailgateway.notifier import Notifier, backoff
 from mailgateway.store import outbox
+from mailgateway.store.claims import claimer_alive
 from mailgateway.store.repo import Store
 from tests.routing_support import deliver, loaded, process_all, worker_for, write_routing_config
+from tests.support import exited_pid
 from tests.webhook import RecordingWebhook, recording_webhook
+
+HOST = socket.gethostname()
 
 
 @pytest.fixture
@@ -134,6 +141,23 @@ async def test_claims_released_on_shutdown(store: Store, notifications: Config) 
     assert await outbox.release_claims(store.engine, "gone") == 1
     [row] = await outbox.event_rows(store.engine)
     assert (row.state, row.attempts) == ("queued", 0)
+
+
+async def test_events_of_a_gone_notifier_come_back(store: Store, notifications: Config) -> None:
+    """A notifier of this host that died mid-post has its events queued again at start (the
+    attempt kept); another host's are claimed again once the lease runs out."""
+    for number in range(2):
+        await deliver(store, subject=f"case {number}", message_id=f"<g{number}@customer.test>")
+    await process_all(worker_for(store, notifications))
+    [gone] = await outbox.claim_events(store.engine, f"{HOST}:{exited_pid()}:notifier", 1)
+    [other] = await outbox.claim_events(store.engine, "elsewhere.test:1:notifier", 1)
+    own = partial(claimer_alive, own=f"{HOST}:{os.getpid()}:notifier")
+    assert await outbox.requeue_abandoned(store.engine, own) == 1
+    assert await states(store) == ["queued", "sending"]
+    [again] = await outbox.claim_events(store.engine, "w2", 5)
+    assert (again.id, again.attempts) == (gone.id, 2)
+    late = await outbox.claim_events(store.engine, "w3", 5, lease=timedelta(seconds=-1))
+    assert {event.id: event.attempts for event in late} == {other.id: 2, gone.id: 3}
 
 
 def test_backoff_doubles_caps_and_honours_retry_after() -> None:

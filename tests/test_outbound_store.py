@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from alembic import command
@@ -12,12 +15,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
 from mailgateway.domain import OutboundKind, OutboundState
+from mailgateway.store.claims import claimer_alive
 from mailgateway.store.db import _alembic_config
 from mailgateway.store.outbound import OutboundStore, Outgoing
 from mailgateway.store.repo import Store
 from mailgateway.store.schema import Base
-from tests.support import make_message
+from tests.support import exited_pid, make_message
 
+HOST = socket.gethostname()
 OUR_TABLES = {"outbound_queue", "from_addresses"}
 
 
@@ -77,20 +82,41 @@ async def test_concurrent_claims_do_not_overlap(store: Store) -> None:
     assert all(item.attempts == 1 for item in [*first, *second])
 
 
-async def test_release_and_requeue_stale_claims(store: Store) -> None:
-    """An orderly shutdown gives claims back uncounted; a vanished worker's claims come back
-    deferred after the stale period."""
+async def test_release_gives_claims_back_uncounted(store: Store) -> None:
+    """An orderly shutdown gives claims back queued, their attempt uncounted."""
     queue = OutboundStore(store.engine)
     await queue.queue(outgoing(1))
-    [item] = await queue.claim("w1", 5)
+    await queue.claim("w1", 5)
     assert await queue.release_claims("w1") == 1
     [row] = await queue.rows()
     assert (row.state, row.attempts) == (OutboundState.QUEUED, 0)
-    await queue.claim("w2", 5)
-    assert await queue.requeue_stale(timedelta(minutes=10)) == 0
-    assert await queue.requeue_stale(timedelta(seconds=-1)) == 1
-    [row] = await queue.rows()
-    assert (row.id, row.state) == (item.id, OutboundState.DEFERRED)
+
+
+async def test_claims_of_a_gone_local_process_come_back_at_once(store: Store) -> None:
+    """At start, rows a dead process of this host claimed come back deferred at once, their
+    attempt kept; rows of a claimer that may be alive stay claimed."""
+    queue = OutboundStore(store.engine)
+    await queue.queue(outgoing(1))
+    await queue.queue(outgoing(2))
+    [gone] = await queue.claim(f"{HOST}:{exited_pid()}/outbound", 1)
+    [alive] = await queue.claim("elsewhere.test:1/outbound", 1)
+    own = f"{HOST}:{os.getpid()}/outbound"
+    assert await queue.requeue_abandoned(partial(claimer_alive, own=own)) == 1
+    states = {row.id: (row.state, row.attempts) for row in await queue.rows()}
+    assert states == {gone.id: (OutboundState.DEFERRED, 1), alive.id: (OutboundState.ACTIVE, 1)}
+    [again] = await queue.claim("w2", 5)
+    assert (again.id, again.attempts) == (gone.id, 2)
+
+
+async def test_claims_past_their_lease_are_claimed_again(store: Store) -> None:
+    """A row another host claimed longer than the lease ago is claimed again, with an attempt
+    counted; within the lease it is left alone."""
+    queue = OutboundStore(store.engine)
+    await queue.queue(outgoing(1))
+    [first] = await queue.claim("elsewhere.test:1/outbound", 5)
+    assert await queue.claim("w2", 5) == []
+    [again] = await queue.claim("w2", 5, lease=timedelta(seconds=-1))
+    assert (again.id, again.attempts) == (first.id, 2)
 
 
 async def test_deferred_row_waits_for_its_time(store: Store) -> None:

@@ -217,27 +217,6 @@ async def test_zip_bomb_stored_opaque(store: Store) -> None:
     assert attachment["size"] < 1024 * 1024  # the compressed bytes, not the 64 MiB inside
 
 
-def test_claimer_alive_knows_dead_local_processes() -> None:
-    """A claimer of this host whose process is gone is dead; other hosts are trusted."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    worker = InboundWorker(Store.__new__(Store), SETTINGS, id_domain="mx.test")
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    gone = f"{socket.gethostname()}:{child.stdout.strip()}"
-    assert worker.claimer_alive(gone) is False
-    assert worker.claimer_alive(f"{socket.gethostname()}:{os.getppid()}") is True
-    assert worker.claimer_alive("elsewhere.test:1") is True
-    assert worker.claimer_alive(worker.name) is False
-
-
 def test_directory_counts_team_mailboxes_as_ours(tmp_path: Path) -> None:
     """Loop detection and the participant rule know team mailbox addresses as our own."""
     from mailgateway.inbound.worker import Directory

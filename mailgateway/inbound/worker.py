@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -48,6 +49,7 @@ from mailgateway.logs import get_logger
 from mailgateway.polling import PollingLoop
 from mailgateway.store import recovery, repo, routing
 from mailgateway.store import threads as threads_store
+from mailgateway.store.claims import claimer_alive
 from mailgateway.store.faults import database_unavailable
 from mailgateway.store.repo import ClaimedItem, Store
 from mailgateway.store.schema import utcnow
@@ -398,28 +400,11 @@ class InboundWorker(PollingLoop):
         self.config = config
         self.directory = Directory.from_config(config)
 
-    def claimer_alive(self, name: str) -> bool:
-        """Whether the worker that claimed rows may still be working on them: a process of
-        this host that no longer exists (or an earlier process that had our pid) is not;
-        workers of other hosts are trusted until their lease runs out."""
-        host, _, pid = name.rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit():
-            return True
-        if name == self.name:
-            return False  # we have claimed nothing yet: an earlier process with our pid
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
     async def recover(self) -> None:
         """At start: rows of claimers that are gone go back to the queue at once (a process of
         this host; another host's rows are taken over by claims once their lease runs out); of
         a dead process's rows, only those it can have been processing keep the attempt."""
-        await self.store.requeue_abandoned(self.claimer_alive, TRANSACTION_SIZE)
+        await self.store.requeue_abandoned(partial(claimer_alive, own=self.name), TRANSACTION_SIZE)
 
     async def run(self) -> None:
         """Process until stopped, sleeping between empty polls."""

@@ -7,6 +7,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 from mailgateway import metrics
 from mailgateway.config import ChannelConfig, ChannelStatus, Config
@@ -20,13 +21,13 @@ from mailgateway.outbound.sentcopy import SentCopies, SentCopy
 from mailgateway.outbound.sign import Signer, load_signer
 from mailgateway.polling import PollingLoop
 from mailgateway.store.channelsend import note_copy_failed
+from mailgateway.store.claims import claimer_alive
 from mailgateway.store.outbound import ClaimedOutbound, OutboundStore
 from mailgateway.store.repo import Store
 from mailgateway.store.schema import utcnow
 
 log = get_logger(__name__)
 
-STALE_CLAIM = timedelta(minutes=10)
 COPY_GRACE = 5.0  # seconds copies to Sent folders may still take when the worker stops
 REASON_LIMIT = 500
 Deliver = Callable[[send.Route, str, Sequence[str], bytes], Awaitable[str]]
@@ -75,7 +76,10 @@ class OutboundWorker(PollingLoop):
 
     async def run(self) -> None:
         """Send until stopped, sleeping between empty polls; a database outage is waited out."""
-        await self.queue.requeue_stale(STALE_CLAIM)
+        try:
+            await self.queue.requeue_abandoned(partial(claimer_alive, own=self.name))
+        except Exception as error:  # the database may be down: the claims' lease covers it
+            log.error("outbound.recover_failed", error=type(error).__name__)
         await self.poll_until_stopped()
         await self.queue.release_claims(self.name)
         await self.copies.drain(COPY_GRACE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +14,7 @@ from sqlalchemy.sql.schema import Table
 
 from mailgateway.domain import ActivityKind, OutboundKind, OutboundState, QueueState
 from mailgateway.store import repo, routing
+from mailgateway.store.claims import gone_claimers
 from mailgateway.store.schema import FromAddress, OutboundItem, utcnow
 
 outbound_queue: Table = OutboundItem.__table__  # type: ignore[assignment]
@@ -21,6 +22,7 @@ from_addresses: Table = FromAddress.__table__  # type: ignore[assignment]
 
 RETRYABLE = (OutboundState.HELD, OutboundState.DEFERRED, OutboundState.FAILED, OutboundState.QUEUED)
 DUE = (OutboundState.QUEUED, OutboundState.DEFERRED)
+STALE_CLAIM = timedelta(minutes=10)  # a claim this old is of a worker that vanished
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,20 +189,32 @@ class OutboundStore:
 
     # -- the worker's side ------------------------------------------------------------------
 
-    async def claim(self, worker: str, limit: int) -> list[ClaimedOutbound]:
+    async def claim(
+        self, worker: str, limit: int, lease: timedelta = STALE_CLAIM
+    ) -> list[ClaimedOutbound]:
         """Claim up to `limit` due rows (row locks, SKIP LOCKED on PostgreSQL), counting an
-        attempt for each."""
+        attempt for each. Rows another worker claimed longer than `lease` ago are due too: that
+        worker (of another host, or one whose death went unseen) vanished mid-send."""
         now = utcnow()
+        queue = outbound_queue.c
         async with self.engine.begin() as connection:
-            ids = (
+            ids = list(
                 await connection.scalars(
-                    select(outbound_queue.c.id)
-                    .where(outbound_queue.c.state.in_(DUE), outbound_queue.c.next_attempt_at <= now)
-                    .order_by(outbound_queue.c.next_attempt_at, outbound_queue.c.id)
+                    select(queue.id)
+                    .where(queue.state == OutboundState.ACTIVE, queue.claimed_at < now - lease)
+                    .order_by(queue.claimed_at, queue.id)
                     .limit(limit)
                     .with_for_update(skip_locked=True)
                 )
-            ).all()
+            )
+            if len(ids) < limit:
+                ids += await connection.scalars(
+                    select(queue.id)
+                    .where(queue.state.in_(DUE), queue.next_attempt_at <= now)
+                    .order_by(queue.next_attempt_at, queue.id)
+                    .limit(limit - len(ids))
+                    .with_for_update(skip_locked=True)
+                )
             if not ids:
                 return []
             await connection.execute(
@@ -278,15 +292,18 @@ class OutboundStore:
                     .values(data=b"", size=0)
                 )
 
-    async def requeue_stale(self, older_than: timedelta) -> int:
-        """Put back rows whose worker vanished mid-send (claimed longer ago than `older_than`)."""
-        cutoff = utcnow() - older_than
+    async def requeue_abandoned(self, alive: Callable[[str], bool]) -> int:
+        """Put back at once, deferred, the rows of claimers known to be gone (`alive` says False:
+        a process of this host that no longer exists); their claim keeps its attempt."""
         async with self.engine.begin() as connection:
+            gone = await gone_claimers(connection, outbound_queue, OutboundState.ACTIVE, alive)
+            if not gone:
+                return 0
             result = await connection.execute(
                 update(outbound_queue)
                 .where(
                     outbound_queue.c.state == OutboundState.ACTIVE,
-                    outbound_queue.c.claimed_at < cutoff,
+                    outbound_queue.c.claimed_by.in_(gone),
                 )
                 .values(state=OutboundState.DEFERRED, claimed_by=None, updated_at=utcnow())
             )

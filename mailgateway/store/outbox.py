@@ -3,7 +3,7 @@ by the notifier with retries (row locks, SKIP LOCKED on PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
 
 from mailgateway.domain import NotificationKind, OutboxState
+from mailgateway.store.claims import gone_claimers
 from mailgateway.store.repo import _insert
 from mailgateway.store.schema import NotificationEvent, utcnow
 
 notification_outbox: Table = NotificationEvent.__table__  # type: ignore[assignment]
+STALE_CLAIM = timedelta(minutes=10)  # a claim this old is of a worker that vanished
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,20 +52,32 @@ async def add_event(
     return int((await connection.execute(returning)).scalar_one())
 
 
-async def claim_events(engine: AsyncEngine, worker: str, limit: int) -> list[ClaimedEvent]:
-    """Claim up to `limit` due events, counting an attempt for each."""
+async def claim_events(
+    engine: AsyncEngine, worker: str, limit: int, lease: timedelta = STALE_CLAIM
+) -> list[ClaimedEvent]:
+    """Claim up to `limit` due events, counting an attempt for each; events another notifier
+    claimed longer than `lease` ago are due too (it vanished mid-post)."""
     now = utcnow()
     table = notification_outbox
+    columns = (table.c.id, table.c.kind, table.c.payload, table.c.attempts)
     async with engine.begin() as connection:
-        rows = (
+        rows = list(
             await connection.execute(
-                select(table.c.id, table.c.kind, table.c.payload, table.c.attempts)
-                .where(table.c.state == OutboxState.QUEUED, table.c.next_attempt_at <= now)
+                select(*columns)
+                .where(table.c.state == OutboxState.SENDING, table.c.claimed_at < now - lease)
                 .order_by(table.c.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
-        ).all()
+        )
+        if len(rows) < limit:
+            rows += await connection.execute(
+                select(*columns)
+                .where(table.c.state == OutboxState.QUEUED, table.c.next_attempt_at <= now)
+                .order_by(table.c.id)
+                .limit(limit - len(rows))
+                .with_for_update(skip_locked=True)
+            )
         if not rows:
             return []
         await connection.execute(
@@ -109,15 +123,18 @@ async def mark_failed(engine: AsyncEngine, event_id: int, error: str) -> None:
     await _finish(engine, event_id, state=OutboxState.FAILED, last_error=error)
 
 
-async def requeue_stale(engine: AsyncEngine, older_than: timedelta) -> int:
-    """Queue again the events whose notifier vanished mid-post; returns how many."""
-    cutoff = utcnow() - older_than
+async def requeue_abandoned(engine: AsyncEngine, alive: Callable[[str], bool]) -> int:
+    """Queue again at once the events of notifiers known to be gone (`alive` says False: a
+    process of this host that no longer exists); their claim keeps its attempt."""
     async with engine.begin() as connection:
+        gone = await gone_claimers(connection, notification_outbox, OutboxState.SENDING, alive)
+        if not gone:
+            return 0
         result = await connection.execute(
             update(notification_outbox)
             .where(
                 notification_outbox.c.state == OutboxState.SENDING,
-                notification_outbox.c.claimed_at < cutoff,
+                notification_outbox.c.claimed_by.in_(gone),
             )
             .values(state=OutboxState.QUEUED, claimed_by=None)
         )

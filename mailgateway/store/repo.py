@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.schema import Table
 
 from mailgateway.domain import ConversationStatus, QueueState
+from mailgateway.store.claims import gone_claimers
 from mailgateway.store.db import READ_ONLY
 from mailgateway.store.schema import (
     Contact,
@@ -326,12 +327,7 @@ class Store:
         each time is still held after max_attempts) and say why; the others were never begun
         and get the attempt back. Without `in_process` every row keeps its attempt."""
         async with self.transaction() as connection:
-            claimers = await connection.scalars(
-                select(inbound_queue.c.claimed_by)
-                .where(inbound_queue.c.state == QueueState.ACTIVE)
-                .distinct()
-            )
-            gone = [name for name in claimers if name is not None and not alive(name)]
+            gone = await gone_claimers(connection, inbound_queue, QueueState.ACTIVE, alive)
             requeued = 0
             for name in gone:
                 found = await connection.scalars(
