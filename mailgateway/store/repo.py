@@ -668,17 +668,9 @@ async def create_conversation(
     statement = _built(
         connection, "conversation", lambda: _inserted_id(_insert(connection, conversations))
     )
-    values = {
-        "inbox": inbox,
-        "subject": subject,
-        "subject_key": subject_key,
-        "status": ConversationStatus.OPEN,
-        "contact_id": contact_id,
-        "channel": channel,
-        "reply_token": secrets.token_hex(16),
-        "created_at": when,
-        "updated_at": when,
-    }
+    values = conversation_values(
+        inbox, subject, contact_id, when, subject_key=subject_key, channel=channel
+    )
     return int((await connection.execute(statement, values)).scalar_one())
 
 
@@ -700,3 +692,114 @@ async def insert_message(connection: AsyncConnection, values: dict[str, Any]) ->
 async def finish(connection: AsyncConnection, queue_id: int) -> None:
     """Mark a queue row done, in the same transaction as the rows it produced."""
     await connection.execute(FINISH, {"queue_id": queue_id, "updated_at": utcnow()})
+
+
+# -- the same writes for a whole batch of messages, one statement per step ---------------------
+
+
+async def messages_for_queue_rows(
+    connection: AsyncConnection, queue_ids: Sequence[int]
+) -> dict[int, int]:
+    """The messages already stored for these queue rows (by queue id), where an earlier
+    attempt got that far."""
+    if not queue_ids:
+        return {}
+    result = await connection.execute(
+        select(messages.c.queue_id, messages.c.id).where(messages.c.queue_id.in_(queue_ids))
+    )
+    return {int(queue_id): int(message_id) for queue_id, message_id in result.all()}
+
+
+async def upsert_contacts(
+    connection: AsyncConnection, people: Sequence[tuple[str, str]]
+) -> dict[str, int]:
+    """`upsert_contact` for each (email, name) in turn, in three statements: the contacts by
+    address, created when new; a contact without a name takes the first name given for it."""
+    if not people:
+        return {}
+    created: dict[str, str] = {}  # each address once, in order, with its first name
+    names: dict[str, str] = {}  # each address's first non-empty name
+    for email, name in people:
+        created.setdefault(email, name)
+        if not names.get(email):
+            names[email] = name
+    insert = _built(
+        connection,
+        "contact",
+        lambda: _insert(connection, contacts).on_conflict_do_nothing(index_elements=["email"]),
+    )
+    now = utcnow()
+    await connection.execute(
+        insert,
+        [{"email": email, "name": name, "created_at": now} for email, name in created.items()],
+    )
+    rows = (
+        await connection.execute(
+            select(contacts.c.id, contacts.c.email, contacts.c.name).where(
+                contacts.c.email.in_(list(created))
+            )
+        )
+    ).all()
+    named = [
+        {"contact": row.id, "new_name": names[row.email]}
+        for row in rows
+        if names[row.email] and not row.name
+    ]
+    if named:
+        await connection.execute(
+            update(contacts)
+            .where(contacts.c.id == bindparam("contact"))
+            .values(name=bindparam("new_name")),
+            named,
+        )
+    return {str(row.email): int(row.id) for row in rows}
+
+
+def conversation_values(
+    inbox: str,
+    subject: str,
+    contact_id: int | None,
+    when: datetime,
+    *,
+    subject_key: str | None = None,
+    channel: str = "fallback_email",
+) -> dict[str, Any]:
+    """A new open conversation's row (see `create_conversation`)."""
+    return {
+        "inbox": inbox,
+        "subject": subject,
+        "subject_key": subject_key,
+        "status": ConversationStatus.OPEN,
+        "contact_id": contact_id,
+        "channel": channel,
+        "reply_token": secrets.token_hex(16),
+        "created_at": when,
+        "updated_at": when,
+    }
+
+
+async def create_conversations(
+    connection: AsyncConnection, rows: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Insert several `conversation_values` rows in one statement; their ids, in order."""
+    if not rows:
+        return []
+    statement = _built(
+        connection,
+        "conversations",
+        lambda: _insert(connection, conversations).returning(
+            conversations.c.id, sort_by_parameter_order=True
+        ),
+    )
+    result = await connection.execute(statement, list(rows))
+    return [int(found) for found in result.scalars().all()]
+
+
+async def finish_many(connection: AsyncConnection, queue_ids: Sequence[int]) -> None:
+    """`finish` for several queue rows in one statement."""
+    if queue_ids:
+        await connection.execute(
+            update(inbound_queue)
+            .where(inbound_queue.c.id.in_(list(queue_ids)))
+            .values(state=QueueState.DONE, reason=None, claimed_by=None, updated_at=utcnow())
+        )
