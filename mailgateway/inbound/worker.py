@@ -56,9 +56,26 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-# Messages stored per transaction: short transactions let SMTP commits (which a client is
-# waiting for) in between on SQLite's single writer.
-TRANSACTION_SIZE = 4
+# Messages stored per transaction: first attempts up to TRANSACTION_SIZE together (one statement
+# per step for all of them, one commit); rows tried before (in hand when a worker died, say) up
+# to RETRY_TRANSACTION_SIZE, so that a message that crashes the process soon holds few others.
+TRANSACTION_SIZE = 20
+RETRY_TRANSACTION_SIZE = 4
+
+
+def chunk_length(attempts: Sequence[int]) -> int:
+    """How many of a worker's claimed rows (their attempt counts, in id order) it stores in
+    its next transaction: first attempts together, up to TRANSACTION_SIZE; from a row tried
+    before, up to RETRY_TRANSACTION_SIZE rows. Recovery uses it to tell which rows of a dead
+    worker were in its hands."""
+    if attempts and attempts[0] > 1:
+        return min(len(attempts), RETRY_TRANSACTION_SIZE)
+    length = 0
+    for count in attempts[:TRANSACTION_SIZE]:
+        if count > 1:
+            break
+        length += 1
+    return length
 
 
 @dataclass(frozen=True, slots=True)
@@ -719,7 +736,7 @@ class InboundWorker:
         """At start: rows of claimers that are gone go back to the queue at once (a process of
         this host; another host's rows are taken over by claims once their lease runs out); of
         a dead process's rows, only those it can have been processing keep the attempt."""
-        await self.store.requeue_abandoned(self.claimer_alive, TRANSACTION_SIZE)
+        await self.store.requeue_abandoned(self.claimer_alive, chunk_length)
 
     async def run(self) -> None:
         """Process until stopped, sleeping between empty polls."""
@@ -764,10 +781,13 @@ class InboundWorker:
         batch = await self.store.claim(self.name, settings.batch_size, settings.max_attempts, lease)
         self.claimed_at = time.monotonic()
         admitted = [item for item in batch if await self.admit(item)]
-        for start in range(0, len(admitted), TRANSACTION_SIZE):
+        start = 0
+        while start < len(admitted):
             if self.stopping.is_set():
                 break  # the rest is given back by release_claims
-            chunk = admitted[start : start + TRANSACTION_SIZE]
+            length = chunk_length([item.attempts for item in admitted[start:]])
+            chunk = admitted[start : start + length]
+            start += length
             if not await self.process_together(chunk):
                 for item in chunk:
                     await self.process(item)

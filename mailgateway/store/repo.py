@@ -316,15 +316,18 @@ class Store:
             return int(result.rowcount)
 
     async def requeue_abandoned(
-        self, alive: Callable[[str], bool], in_process: int | None = None
+        self,
+        alive: Callable[[str], bool],
+        in_process: Callable[[Sequence[int]], int] | None = None,
     ) -> int:
         """Put back at once the rows of claimers known to be gone (`alive` says False: e.g. a
         process of this host that no longer exists), without waiting for the lease. A worker
-        takes its claimed rows in id order, `in_process` at a time, and finished rows leave the
-        active set: so only the first `in_process` rows of a gone claimer can have been in its
-        hands. They keep the attempt their claim counted (a message that kills the process
-        each time is still held after max_attempts) and say why; the others were never begun
-        and get the attempt back. Without `in_process` every row keeps its attempt."""
+        takes its claimed rows in id order, a chunk at a time, and finished rows leave the
+        active set: so only the first chunk of a gone claimer's rows can have been in its hands
+        (`in_process` says how many rows that is, from their attempt counts in id order). They
+        keep the attempt their claim counted (a message that kills the process each time is
+        still held after max_attempts) and say why; the others were never begun and get the
+        attempt back. Without `in_process` every row keeps its attempt."""
         async with self.transaction() as connection:
             claimers = await connection.scalars(
                 select(inbound_queue.c.claimed_by)
@@ -334,16 +337,17 @@ class Store:
             gone = [name for name in claimers if name is not None and not alive(name)]
             requeued = 0
             for name in gone:
-                found = await connection.scalars(
-                    select(inbound_queue.c.id)
+                found = await connection.execute(
+                    select(inbound_queue.c.id, inbound_queue.c.attempts)
                     .where(
                         inbound_queue.c.state == QueueState.ACTIVE,
                         inbound_queue.c.claimed_by == name,
                     )
                     .order_by(inbound_queue.c.id)
                 )
-                ids = list(found)
-                split = len(ids) if in_process is None else in_process
+                rows = found.all()
+                ids = [row.id for row in rows]
+                split = len(ids) if in_process is None else in_process([r.attempts for r in rows])
                 reason = f"requeued: worker {name} stopped while processing this message"
                 for chunk, values in (
                     (ids[:split], {"reason": reason}),
