@@ -15,7 +15,12 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailgateway.inbound.worker import TRANSACTION_SIZE, InboundWorker
+from mailgateway.inbound.worker import (
+    RETRY_TRANSACTION_SIZE,
+    TRANSACTION_SIZE,
+    InboundWorker,
+    chunk_length,
+)
 from mailgateway.store.repo import ClaimedItem, Store
 from tests.support import make_message
 from tests.test_worker import SETTINGS, deliver
@@ -117,7 +122,7 @@ async def test_only_the_rows_in_process_keep_the_attempt(store: Store) -> None:
     dead = f"{socket.gethostname()}:{dead_pid()}"
     for number in range(TRANSACTION_SIZE + 2):
         await deliver(store, make_message(subject=f"batch {number}"))
-    assert len(await store.claim(dead, 20, 3)) == TRANSACTION_SIZE + 2
+    assert len(await store.claim(dead, TRANSACTION_SIZE + 2, 3)) == TRANSACTION_SIZE + 2
     await InboundWorker(store, SETTINGS, id_domain="mx.test").recover()
     rows = await store.queue_rows()
     assert [(row.state, row.attempts) for row in rows] == [("queued", 1)] * TRANSACTION_SIZE + [
@@ -125,3 +130,23 @@ async def test_only_the_rows_in_process_keep_the_attempt(store: Store) -> None:
     ] * 2
     assert all(dead in row.reason for row in rows[:TRANSACTION_SIZE])
     assert [row.reason for row in rows[TRANSACTION_SIZE:]] == [None, None]
+
+
+async def test_rows_tried_before_are_in_hand_a_few_at_a_time(store: Store) -> None:
+    """Rows a killed worker's claim counted a second attempt for are stored a few at a time
+    (RETRY_TRANSACTION_SIZE): after a second crash only those few keep the attempt, so a
+    message that crashes the process holds few innocent ones with it."""
+    dead = f"{socket.gethostname()}:{dead_pid()}"
+    for number in range(TRANSACTION_SIZE):
+        await deliver(store, make_message(subject=f"batch {number}"))
+    worker = InboundWorker(store, SETTINGS, id_domain="mx.test")
+    assert len(await store.claim(dead, TRANSACTION_SIZE, 3)) == TRANSACTION_SIZE
+    await worker.recover()  # the first crash: the whole first-attempt chunk was in hand
+    assert [row.attempts for row in await store.queue_rows()] == [1] * TRANSACTION_SIZE
+    claimed = await store.claim(dead, TRANSACTION_SIZE, 3)
+    assert chunk_length([item.attempts for item in claimed]) == RETRY_TRANSACTION_SIZE
+    await worker.recover()  # the second crash: only the first retry chunk was in hand
+    rows = await store.queue_rows()
+    assert [row.attempts for row in rows] == [2] * RETRY_TRANSACTION_SIZE + [1] * (
+        TRANSACTION_SIZE - RETRY_TRANSACTION_SIZE
+    )

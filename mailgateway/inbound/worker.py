@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -53,14 +53,32 @@ from mailgateway.store.claims import claimer_alive
 from mailgateway.store.faults import database_unavailable
 from mailgateway.store.repo import ClaimedItem, Store
 from mailgateway.store.schema import utcnow
+from mailgateway.store.threads import StoredCopy
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
 
-# Messages stored per transaction: short transactions let SMTP commits (which a client is
-# waiting for) in between on SQLite's single writer.
-TRANSACTION_SIZE = 4
+# Messages stored per transaction: first attempts up to TRANSACTION_SIZE together (one statement
+# per step for all of them, one commit); rows tried before (in hand when a worker died, say) up
+# to RETRY_TRANSACTION_SIZE, so that a message that crashes the process soon holds few others.
+TRANSACTION_SIZE = 20
+RETRY_TRANSACTION_SIZE = 4
+
+
+def chunk_length(attempts: Sequence[int]) -> int:
+    """How many of a worker's claimed rows (their attempt counts, in id order) it stores in
+    its next transaction: first attempts together, up to TRANSACTION_SIZE; from a row tried
+    before, up to RETRY_TRANSACTION_SIZE rows. Recovery uses it to tell which rows of a dead
+    worker were in its hands."""
+    if attempts and attempts[0] > 1:
+        return min(len(attempts), RETRY_TRANSACTION_SIZE)
+    length = 0
+    for count in attempts[:TRANSACTION_SIZE]:
+        if count > 1:
+            break
+        length += 1
+    return length
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +373,297 @@ async def _place(
     return ref.conversation_id, reopen
 
 
+@dataclass(slots=True)
+class _Planned:
+    """A message of a batch on its way to the store: what it will be stored with."""
+
+    index: int  # its place in the batch
+    item: ClaimedItem
+    analysis: Analysis
+    origin: Origin
+    contact_id: int | None
+    reused_id: bool  # its Message-ID is stored (or comes earlier in the batch) with other content
+    ref: ThreadRef | None = None
+    verdict: AutoVerdict | None = None
+
+
+async def store_messages(
+    connection: AsyncConnection,
+    items: Sequence[ClaimedItem],
+    analyses: Sequence[Analysis],
+    origins: Sequence[Origin],
+    directory: Directory | None = None,
+    config: Config | None = None,
+) -> list[Outcome]:
+    """`store_message` for each message of a batch in turn, with one statement per step for
+    as many messages at a time as do not depend on each other: the same rows and outcomes as
+    storing them one by one, in far fewer round trips. A message that depends on an earlier
+    one of the batch (a reply to it, a second message of its contact with a subject, another
+    message joining a conversation it joined) is decided after that one is written."""
+    directory = directory or Directory()
+    outcomes: list[Outcome | None] = [None] * len(items)
+    stored = await repo.messages_for_queue_rows(connection, [item.id for item in items])
+    for index, item in enumerate(items):
+        if item.id in stored:  # an earlier attempt committed; only the bookkeeping was lost
+            outcomes[index] = Outcome(item.id, 0, stored[item.id], ThreadReason.NEW)
+    fresh = [index for index, outcome in enumerate(outcomes) if outcome is None]
+    copies, stored_ids = await _stored_copies_of(connection, items, analyses, fresh)
+    first_of: dict[tuple[str, str], int] = {}  # (inbox, content hash) -> the batch's first copy
+    planned: list[_Planned] = []
+    seen_ids: set[tuple[str, str]] = set()
+    for index in fresh:
+        item, analysis = items[index], analyses[index]
+        key = (item.inbox, analysis.content_hash)
+        copy = copies.get(key)
+        if copy is not None:  # the same message arrived again (another path, another copy)
+            reason = ThreadReason(copy.thread_reason)
+            outcomes[index] = Outcome(
+                item.id, copy.conversation_id, copy.id, reason, duplicate=True
+            )
+            continue
+        if key in first_of:  # a copy of an earlier message of this batch: answered below
+            continue
+        first_of[key] = index
+        id_key = (item.inbox, analysis.parsed.message_id)
+        reused = id_key in stored_ids or id_key in seen_ids
+        seen_ids.add(id_key)
+        planned.append(_Planned(index, item, analysis, origins[index], None, reused))
+    senders = [one.origin.contact for one in planned]
+    contact_ids = await repo.upsert_contacts(
+        connection, [(sender.email, sender.name) for sender in senders if sender is not None]
+    )
+    for one, sender in zip(planned, senders, strict=True):
+        one.contact_id = None if sender is None else contact_ids[sender.email]
+    start = 0
+    while start < len(planned):
+        run = await _decide_run(connection, planned[start:], stored_ids, directory)
+        for one, outcome in zip(run, await _write_run(connection, run, config), strict=True):
+            outcomes[one.index] = outcome
+        start += len(run)
+    for index in fresh:  # copies of an earlier message of the batch
+        if outcomes[index] is None:
+            item = items[index]
+            first = outcomes[first_of[(item.inbox, analyses[index].content_hash)]]
+            assert first is not None
+            outcomes[index] = Outcome(
+                item.id,
+                first.conversation_id,
+                first.message_id,
+                first.thread_reason,
+                duplicate=True,
+            )
+    await repo.finish_many(connection, [item.id for item in items])
+    done = [outcome for outcome in outcomes if outcome is not None]
+    assert len(done) == len(items)
+    return done
+
+
+async def _stored_copies_of(
+    connection: AsyncConnection,
+    items: Sequence[ClaimedItem],
+    analyses: Sequence[Analysis],
+    indexes: Sequence[int],
+) -> tuple[dict[tuple[str, str], StoredCopy], set[tuple[str, str]]]:
+    """The stored messages with the content hash of one of these messages (by inbox and
+    hash), and which of their Message-IDs are stored in their inbox (as inbox, id)."""
+    by_inbox: dict[str, list[int]] = {}
+    for index in indexes:
+        by_inbox.setdefault(items[index].inbox, []).append(index)
+    copies: dict[tuple[str, str], StoredCopy] = {}
+    stored_ids: set[tuple[str, str]] = set()
+    for inbox, members in by_inbox.items():
+        hashes = [analyses[index].content_hash for index in members]
+        found = await threads_store.copies_by_hash(connection, inbox, hashes)
+        copies.update({(inbox, content_hash): copy for content_hash, copy in found.items()})
+        ids = [analyses[index].parsed.message_id for index in members]
+        known = await threads_store.stored_message_ids(connection, inbox, ids)
+        stored_ids.update((inbox, message_id) for message_id in known)
+    return copies, stored_ids
+
+
+async def _decide_run(
+    connection: AsyncConnection,
+    planned: Sequence[_Planned],
+    stored_ids: set[tuple[str, str]],
+    directory: Directory,
+) -> list[_Planned]:
+    """Decide thread and auto-reply verdict for the longest run of messages, from the first,
+    whose lookups none of the earlier ones in the run can change once written; the others wait
+    for the next run (after this one is written)."""
+    run: list[_Planned] = []
+    written_ids: set[tuple[str, str]] = set()  # Message-IDs the run stores, with their inbox
+    joined: set[int] = set()  # stored conversations the run joins
+    contacts_touched: set[tuple[str, int]] = set()  # contacts whose conversations it changes
+    for one in planned:
+        item, analysis = one.item, one.analysis
+        parsed, bounce = analysis.parsed, analysis.bounce
+        named = [*parsed.in_reply_to, *parsed.references]
+        if bounce is not None and bounce.original_message_id is not None:
+            named.append(bounce.original_message_id)
+        if run and any((item.inbox, message_id) in written_ids for message_id in named):
+            break  # it refers to a message of the run
+        by_subject = one.contact_id is not None and subject_key(parsed.subject) is not None
+        if run and by_subject and (item.inbox, one.contact_id) in contacts_touched:
+            break  # the subject rule could find a conversation the run creates or changes
+        own_message = False
+        if (item.inbox, parsed.message_id) in stored_ids:
+            copies = await threads_store.stored_copies(
+                connection, item.inbox, parsed.message_id, analysis.content_hash
+            )
+            own_message = any(c.direction == Direction.OUTBOUND for c in copies)
+        sender = one.origin.contact
+        author = Sender(
+            None if sender is None else sender.email,
+            one.contact_id,
+            frozenset(address.email for address in (*parsed.to, *parsed.cc)),
+        )
+        lookups = await gather_lookups(connection, item, analysis, one.contact_id, directory)
+        found = _found(lookups)
+        if run and joined & found.keys():
+            break  # it would see a conversation of the run before the run's message is in it
+        verdict = classify(
+            parsed,
+            item.mail_from,
+            own_addresses=directory.own_addresses,
+            own_message=own_message,
+            bounce_format=None if bounce is None else bounce.format,
+        )
+        bounced_to = frozenset() if bounce is None else bounce.addresses
+        one.ref, one.verdict = thread(parsed, author, lookups, bounced_to), verdict
+        if one.ref.conversation_id is None:
+            if one.contact_id is not None:
+                contacts_touched.add((item.inbox, one.contact_id))
+        else:
+            joined.add(one.ref.conversation_id)
+            facts = found[one.ref.conversation_id]
+            if facts.contact_id is not None:
+                contacts_touched.add((item.inbox, facts.contact_id))
+        written_ids.add((item.inbox, parsed.message_id))
+        run.append(one)
+    return run
+
+
+def _found(lookups: Lookups) -> dict[int, ConversationFacts]:
+    """Every conversation the lookups found, by id."""
+    found = [*lookups.references.values(), lookups.token, lookups.subject, lookups.bounced]
+    return {facts.id: facts for facts in found if facts is not None}
+
+
+async def _write_run(
+    connection: AsyncConnection, run: Sequence[_Planned], config: Config | None
+) -> list[Outcome]:
+    """Write a decided run: new conversations, joins, messages and activity with one statement
+    each; then, message by message, assignment, ticket and notification of new conversations
+    and bounce bookkeeping. A message a concurrent worker stored first fails the batch."""
+    now = utcnow()
+    new = [one for one in run if _ref(one).conversation_id is None]
+    created = await repo.create_conversations(
+        connection,
+        [
+            repo.conversation_values(
+                one.item.inbox,
+                one.analysis.parsed.subject,
+                one.contact_id,
+                now,
+                subject_key=subject_key(one.analysis.parsed.subject),
+                channel=one.item.channel or "fallback_email",
+            )
+            for one in new
+        ],
+    )
+    conversation_of = {id(one): cid for one, cid in zip(new, created, strict=True)}
+    joins: list[tuple[int, bool]] = []
+    reopened: dict[int, bool] = {}
+    for one in run:
+        ref, verdict = _ref(one), _verdict(one)
+        if ref.conversation_id is None:
+            continue
+        reopen = reopens(ref.status, verdict.auto_submitted)
+        reopened[id(one)] = reopen
+        conversation_of[id(one)] = ref.conversation_id
+        if reopen or ref.status is ConversationStatus.OPEN:
+            joins.append((ref.conversation_id, reopen))
+    await threads_store.join_conversations(connection, joins, now)
+    rows = [_message_row(one, conversation_of[id(one)]) for one in run]
+    message_ids = await threads_store.insert_messages_once(connection, rows)
+    if len(message_ids) < len(run):
+        raise ConcurrentDuplicate(run[0].item.inbox)
+    await routing.log_activities(
+        connection,
+        [
+            {
+                "contact_id": one.contact_id,
+                "message_id": message_ids[one.item.id],
+                "conversation_id": conversation_of[id(one)],
+                "inbox": one.item.inbox,
+            }
+            for one in run
+            if one.contact_id is not None
+        ],
+    )
+    outcomes = []
+    for one in run:
+        item, parsed, ref, verdict = one.item, one.analysis.parsed, _ref(one), _verdict(one)
+        conversation_id = conversation_of[id(one)]
+        assignee = None
+        if config is not None and ref.conversation_id is None:  # replies keep their assignee
+            conversation = NewConversation(
+                conversation_id,
+                item.inbox,
+                parsed.subject,
+                one.contact_id,
+                one.origin.contact,
+                auto_submitted=verdict.auto_submitted,
+                archive=item.archive,
+            )
+            assignment = await route_new_conversation(connection, config, conversation)
+            assignee = None if assignment is None else assignment.assignee
+        if one.analysis.bounce is not None and ref.bounce:
+            await _record_bounce(connection, item.inbox, one.analysis.bounce)
+        outcomes.append(
+            Outcome(
+                item.id,
+                conversation_id,
+                message_ids[item.id],
+                ref.reason,
+                assignee=assignee,
+                auto_submitted=verdict.auto_submitted,
+                reopened=reopened.get(id(one), False),
+            )
+        )
+    return outcomes
+
+
+def _ref(one: _Planned) -> ThreadRef:
+    """A decided message's thread."""
+    assert one.ref is not None
+    return one.ref
+
+
+def _verdict(one: _Planned) -> AutoVerdict:
+    """A decided message's auto-reply verdict."""
+    assert one.verdict is not None
+    return one.verdict
+
+
+def _message_row(one: _Planned, conversation_id: int) -> dict[str, Any]:
+    """The messages row of a decided message (as `store_message` writes it)."""
+    item, analysis, ref, verdict = one.item, one.analysis, _ref(one), _verdict(one)
+    parsed = analysis.parsed
+    defects = list(parsed.defects)
+    if one.reused_id:
+        defects.append("message-id:reused-with-other-content")
+    values = message_values(item, parsed, conversation_id, ref, defects) | {
+        "text": analysis.text,
+        "auto_submitted": verdict.auto_submitted,
+        "auto_reasons": list(verdict.reasons),
+        "content_hash": analysis.content_hash,
+        "thread_detail": ref.detail or None,
+        "bounce": None if analysis.bounce is None else analysis.bounce.as_record(),
+    }
+    return values | origin_values(one.origin)
+
+
 async def _record_bounce(connection: AsyncConnection, inbox: str, bounce: Bounce) -> None:
     """Mark our bounced message failed (or delayed) for each reported recipient."""
     if bounce.original_message_id is None:
@@ -404,7 +713,7 @@ class InboundWorker(PollingLoop):
         """At start: rows of claimers that are gone go back to the queue at once (a process of
         this host; another host's rows are taken over by claims once their lease runs out); of
         a dead process's rows, only those it can have been processing keep the attempt."""
-        await self.store.requeue_abandoned(partial(claimer_alive, own=self.name), TRANSACTION_SIZE)
+        await self.store.requeue_abandoned(partial(claimer_alive, own=self.name), chunk_length)
 
     async def run(self) -> None:
         """Process until stopped, sleeping between empty polls."""
@@ -445,10 +754,13 @@ class InboundWorker(PollingLoop):
         batch = await self.store.claim(self.name, settings.batch_size, settings.max_attempts, lease)
         self.claimed_at = time.monotonic()
         admitted = [item for item in batch if await self.admit(item)]
-        for start in range(0, len(admitted), TRANSACTION_SIZE):
+        start = 0
+        while start < len(admitted):
             if self.stopping.is_set():
                 break  # the rest is given back by release_claims
-            chunk = admitted[start : start + TRANSACTION_SIZE]
+            length = chunk_length([item.attempts for item in admitted[start:]])
+            chunk = admitted[start : start + length]
+            start += length
             if not await self.process_together(chunk):
                 for item in chunk:
                     await self.process(item)
@@ -486,12 +798,9 @@ class InboundWorker(PollingLoop):
             analyses = await self.offload(self.analyse_all, batch)
             origins = await self.offload(self.origins_of, batch, analyses)
             async with self.store.transaction() as connection:
-                outcomes = [
-                    await store_message(
-                        connection, item, analysis, self.directory, self.config, origin
-                    )
-                    for item, analysis, origin in zip(batch, analyses, origins, strict=True)
-                ]
+                outcomes = await store_messages(
+                    connection, batch, analyses, origins, self.directory, self.config
+                )
         except Exception as error:
             log.warning("worker.batch_failed", size=len(batch), error=type(error).__name__)
             return False

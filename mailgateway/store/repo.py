@@ -317,29 +317,33 @@ class Store:
             return int(result.rowcount)
 
     async def requeue_abandoned(
-        self, alive: Callable[[str], bool], in_process: int | None = None
+        self,
+        alive: Callable[[str], bool],
+        in_process: Callable[[Sequence[int]], int] | None = None,
     ) -> int:
         """Put back at once the rows of claimers known to be gone (`alive` says False: e.g. a
         process of this host that no longer exists), without waiting for the lease. A worker
-        takes its claimed rows in id order, `in_process` at a time, and finished rows leave the
-        active set: so only the first `in_process` rows of a gone claimer can have been in its
-        hands. They keep the attempt their claim counted (a message that kills the process
-        each time is still held after max_attempts) and say why; the others were never begun
-        and get the attempt back. Without `in_process` every row keeps its attempt."""
+        takes its claimed rows in id order, a chunk at a time, and finished rows leave the
+        active set: so only the first chunk of a gone claimer's rows can have been in its hands
+        (`in_process` says how many rows that is, from their attempt counts in id order). They
+        keep the attempt their claim counted (a message that kills the process each time is
+        still held after max_attempts) and say why; the others were never begun and get the
+        attempt back. Without `in_process` every row keeps its attempt."""
         async with self.transaction() as connection:
             gone = await gone_claimers(connection, inbound_queue, QueueState.ACTIVE, alive)
             requeued = 0
             for name in gone:
-                found = await connection.scalars(
-                    select(inbound_queue.c.id)
+                found = await connection.execute(
+                    select(inbound_queue.c.id, inbound_queue.c.attempts)
                     .where(
                         inbound_queue.c.state == QueueState.ACTIVE,
                         inbound_queue.c.claimed_by == name,
                     )
                     .order_by(inbound_queue.c.id)
                 )
-                ids = list(found)
-                split = len(ids) if in_process is None else in_process
+                rows = found.all()
+                ids = [row.id for row in rows]
+                split = len(ids) if in_process is None else in_process([r.attempts for r in rows])
                 reason = f"requeued: worker {name} stopped while processing this message"
                 for chunk, values in (
                     (ids[:split], {"reason": reason}),
@@ -664,17 +668,9 @@ async def create_conversation(
     statement = _built(
         connection, "conversation", lambda: _inserted_id(_insert(connection, conversations))
     )
-    values = {
-        "inbox": inbox,
-        "subject": subject,
-        "subject_key": subject_key,
-        "status": ConversationStatus.OPEN,
-        "contact_id": contact_id,
-        "channel": channel,
-        "reply_token": secrets.token_hex(16),
-        "created_at": when,
-        "updated_at": when,
-    }
+    values = conversation_values(
+        inbox, subject, contact_id, when, subject_key=subject_key, channel=channel
+    )
     return int((await connection.execute(statement, values)).scalar_one())
 
 
@@ -696,3 +692,114 @@ async def insert_message(connection: AsyncConnection, values: dict[str, Any]) ->
 async def finish(connection: AsyncConnection, queue_id: int) -> None:
     """Mark a queue row done, in the same transaction as the rows it produced."""
     await connection.execute(FINISH, {"queue_id": queue_id, "updated_at": utcnow()})
+
+
+# -- the same writes for a whole batch of messages, one statement per step ---------------------
+
+
+async def messages_for_queue_rows(
+    connection: AsyncConnection, queue_ids: Sequence[int]
+) -> dict[int, int]:
+    """The messages already stored for these queue rows (by queue id), where an earlier
+    attempt got that far."""
+    if not queue_ids:
+        return {}
+    result = await connection.execute(
+        select(messages.c.queue_id, messages.c.id).where(messages.c.queue_id.in_(queue_ids))
+    )
+    return {int(queue_id): int(message_id) for queue_id, message_id in result.all()}
+
+
+async def upsert_contacts(
+    connection: AsyncConnection, people: Sequence[tuple[str, str]]
+) -> dict[str, int]:
+    """`upsert_contact` for each (email, name) in turn, in three statements: the contacts by
+    address, created when new; a contact without a name takes the first name given for it."""
+    if not people:
+        return {}
+    created: dict[str, str] = {}  # each address once, in order, with its first name
+    names: dict[str, str] = {}  # each address's first non-empty name
+    for email, name in people:
+        created.setdefault(email, name)
+        if not names.get(email):
+            names[email] = name
+    insert = _built(
+        connection,
+        "contact",
+        lambda: _insert(connection, contacts).on_conflict_do_nothing(index_elements=["email"]),
+    )
+    now = utcnow()
+    await connection.execute(
+        insert,
+        [{"email": email, "name": name, "created_at": now} for email, name in created.items()],
+    )
+    rows = (
+        await connection.execute(
+            select(contacts.c.id, contacts.c.email, contacts.c.name).where(
+                contacts.c.email.in_(list(created))
+            )
+        )
+    ).all()
+    named = [
+        {"contact": row.id, "new_name": names[row.email]}
+        for row in rows
+        if names[row.email] and not row.name
+    ]
+    if named:
+        await connection.execute(
+            update(contacts)
+            .where(contacts.c.id == bindparam("contact"))
+            .values(name=bindparam("new_name")),
+            named,
+        )
+    return {str(row.email): int(row.id) for row in rows}
+
+
+def conversation_values(
+    inbox: str,
+    subject: str,
+    contact_id: int | None,
+    when: datetime,
+    *,
+    subject_key: str | None = None,
+    channel: str = "fallback_email",
+) -> dict[str, Any]:
+    """A new open conversation's row (see `create_conversation`)."""
+    return {
+        "inbox": inbox,
+        "subject": subject,
+        "subject_key": subject_key,
+        "status": ConversationStatus.OPEN,
+        "contact_id": contact_id,
+        "channel": channel,
+        "reply_token": secrets.token_hex(16),
+        "created_at": when,
+        "updated_at": when,
+    }
+
+
+async def create_conversations(
+    connection: AsyncConnection, rows: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Insert several `conversation_values` rows in one statement; their ids, in order."""
+    if not rows:
+        return []
+    statement = _built(
+        connection,
+        "conversations",
+        lambda: _insert(connection, conversations).returning(
+            conversations.c.id, sort_by_parameter_order=True
+        ),
+    )
+    result = await connection.execute(statement, list(rows))
+    return [int(found) for found in result.scalars().all()]
+
+
+async def finish_many(connection: AsyncConnection, queue_ids: Sequence[int]) -> None:
+    """`finish` for several queue rows in one statement."""
+    if queue_ids:
+        await connection.execute(
+            update(inbound_queue)
+            .where(inbound_queue.c.id.in_(list(queue_ids)))
+            .values(state=QueueState.DONE, reason=None, claimed_by=None, updated_at=utcnow())
+        )

@@ -164,12 +164,6 @@ async def log_activity(
     kind: ActivityKind = ActivityKind.EMAIL_RECEIVED,
 ) -> None:
     """Log a message on its contact's activity (once per message)."""
-    statement = _ACTIVITY.get(connection.dialect.name)
-    if statement is None:  # built once per dialect; the values are parameters
-        statement = _insert(connection, contact_activity).on_conflict_do_nothing(
-            index_elements=["message_id"]
-        )
-        _ACTIVITY[connection.dialect.name] = statement
     values = {
         "contact_id": contact_id,
         "message_id": message_id,
@@ -178,10 +172,21 @@ async def log_activity(
         "kind": kind,
         "created_at": utcnow(),
     }
-    await connection.execute(statement, values)
+    await connection.execute(_activity_insert(connection), values)
 
 
 _ACTIVITY: dict[str, Any] = {}
+
+
+def _activity_insert(connection: AsyncConnection) -> Any:
+    """The activity INSERT (once per message), built once per dialect; values are parameters."""
+    statement = _ACTIVITY.get(connection.dialect.name)
+    if statement is None:
+        statement = _insert(connection, contact_activity).on_conflict_do_nothing(
+            index_elements=["message_id"]
+        )
+        _ACTIVITY[connection.dialect.name] = statement
+    return statement
 
 
 async def contact_rows(connection: AsyncConnection, email: str | None = None) -> list[Row[Any]]:
@@ -233,3 +238,15 @@ async def activity_rows(connection: AsyncConnection, contact_id: int) -> list[Ro
         .order_by(contact_activity.c.id)
     )
     return list(result.all())
+
+
+async def log_activities(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """`log_activity` (email received) for several messages in one statement; each row holds
+    contact_id, message_id, conversation_id and inbox."""
+    if not rows:
+        return
+    now = utcnow()
+    await connection.execute(
+        _activity_insert(connection),
+        [row | {"kind": ActivityKind.EMAIL_RECEIVED, "created_at": now} for row in rows],
+    )

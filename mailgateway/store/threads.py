@@ -165,18 +165,21 @@ class StoredCopy:
     content_hash: str | None
 
 
+_COPY_COLUMNS = (
+    messages.c.id,
+    messages.c.conversation_id,
+    messages.c.thread_reason,
+    messages.c.direction,
+    messages.c.message_id,
+    messages.c.content_hash,
+)
+
+
 def _copies_statement() -> Select[Any]:
     """The inbox's messages with a Message-ID or a content hash, those with the content hash
     first: two index lookups (inbox + content hash, inbox + Message-ID), never a walk through
     the inbox. Built once; run with `inbox`, `message_id` and `content_hash`."""
-    columns = (
-        messages.c.id,
-        messages.c.conversation_id,
-        messages.c.thread_reason,
-        messages.c.direction,
-        messages.c.message_id,
-        messages.c.content_hash,
-    )
+    columns = _COPY_COLUMNS
     inbox = messages.c.inbox == bindparam("inbox")
     same_content = select(*columns).where(inbox, messages.c.content_hash == bindparam("hash"))
     same_id = select(*columns).where(inbox, messages.c.message_id == bindparam("message_id"))
@@ -280,3 +283,72 @@ async def _fail_queued_copies(connection: AsyncConnection, rows: list[int], reas
         .where(outbound_queue.c.message_row_id.in_(rows))
         .values(state=OutboundState.FAILED, reason=reason, updated_at=utcnow())
     )
+
+
+# -- the same lookups and writes for a whole batch of messages ----------------------------------
+
+
+async def copies_by_hash(
+    connection: AsyncConnection, inbox: str, content_hashes: Sequence[str]
+) -> dict[str, StoredCopy]:
+    """The inbox's stored messages with these content hashes (at most one each: the hash is
+    unique within an inbox), by hash."""
+    if not content_hashes:
+        return {}
+    result = await connection.execute(
+        select(*_COPY_COLUMNS).where(
+            messages.c.inbox == inbox, messages.c.content_hash.in_(list(content_hashes))
+        )
+    )
+    return {str(row.content_hash): StoredCopy(*row) for row in result.all()}
+
+
+async def stored_message_ids(
+    connection: AsyncConnection, inbox: str, message_ids: Sequence[str]
+) -> set[str]:
+    """Which of these Message-IDs the inbox holds a message with (inbound or ours)."""
+    if not message_ids:
+        return set()
+    result = await connection.scalars(
+        select(messages.c.message_id)
+        .where(messages.c.inbox == inbox, messages.c.message_id.in_(list(message_ids)))
+        .distinct()
+    )
+    return set(result.all())
+
+
+async def join_conversations(
+    connection: AsyncConnection, joins: Sequence[tuple[int, bool]], when: datetime
+) -> None:
+    """`join_conversation` for each (conversation id, reopen), one statement for each kind."""
+    for reopen in (False, True):
+        ids = [{"conversation": cid} for cid, flag in joins if flag is reopen]
+        if not ids:
+            continue
+        values: dict[str, Any] = {"updated_at": when}
+        if reopen:
+            values["status"] = ConversationStatus.OPEN
+        await connection.execute(
+            update(conversations)
+            .where(conversations.c.id == bindparam("conversation"))
+            .values(**values),
+            ids,
+        )
+
+
+async def insert_messages_once(
+    connection: AsyncConnection, rows: Sequence[dict[str, Any]]
+) -> dict[int, int]:
+    """`insert_message_once` for several messages in one statement: the new message ids by
+    queue id; a message a concurrent worker stored first is missing from the answer."""
+    if not rows:
+        return {}
+    dialect = connection.dialect.name
+    key = f"{dialect}:many"
+    if key not in _INSERT_ONCE:
+        statement = _insert(connection, messages).on_conflict_do_nothing(
+            index_elements=["inbox", "content_hash"]
+        )
+        _INSERT_ONCE[key] = statement.returning(messages.c.queue_id, messages.c.id)
+    result = await connection.execute(_INSERT_ONCE[key], list(rows))
+    return {int(queue_id): int(message_id) for queue_id, message_id in result.all()}
