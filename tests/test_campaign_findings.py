@@ -78,3 +78,19 @@ async def test_imap_command_after_connection_loss_is_closed_not_left_dangling() 
     with pytest.raises(ConnectionLost):
         await session.bounded(pending)
     assert inspect.getcoroutinestate(pending) == inspect.CORO_CLOSED
+
+
+def exim_bounce_ending_unterminated() -> bytes:
+    """Exim's bounce of our reply, its text cut before the copy of the message and ending on
+    an indented line of 4 000 '@' with no line end (as a text part ends at a MIME boundary)."""
+    raw = fixture("bounces/bounce-exim")
+    return raw[: raw.index(b"------ This is a copy")] + b"  " + b"@" * 4000
+
+
+def test_exim_bounce_ending_on_an_unterminated_line_keeps_the_limits() -> None:
+    """Such a bounce passes the boundary's limits (the Exim pattern was cubic on it: seconds for
+    4 000 characters, hours for 60 000) and still reports the recipient of the real block."""
+    check(exim_bounce_ending_unterminated())
+    bounce = analyse(exim_bounce_ending_unterminated(), "", id_domain="mx.test").bounce
+    assert bounce is not None and bounce.format == "exim"
+    assert bounce.addresses == {JOHN}

@@ -40,7 +40,11 @@ _COPY_MARKER = re.compile(
 _QMAIL = re.compile(
     r"^<([^<>\s]+@[^<>\s]+)>:[ \t]*\n((?:[ \t]*\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE
 )
-_EXIM = re.compile(r"^ {2}(\S+@[^\s:]+)[^\n]*\n((?: {4,}\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE)
+# The lookahead asks for the line end first: without it, an unterminated last line such as
+# "  @@@@…" was tried at every split of the address and every length of the rest (cubic).
+_EXIM = re.compile(
+    r"^ {2}(?=[^\n]*\n)(\S+@[^\s:]+)[^\n]*\n((?: {4,}\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE
+)
 _EXIM_INTRO = re.compile(r"following address(?:\(es\)|es)? failed", re.IGNORECASE)
 _MESSAGE_ID_LINE = re.compile(r"^message-id:[ \t]*(\S[^\n]{0,996})", re.IGNORECASE | re.MULTILINE)
 _ENHANCED_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")

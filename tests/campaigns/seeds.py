@@ -1,5 +1,6 @@
 """Fuzzing seeds: the RELIABILITY.md catalogue's hostile inputs, the eight SMTP smuggling endings,
-the CPython email issues it names, and every .eml fixture of the test suite."""
+the CPython email issues it names, the inputs of the fuzz campaign's findings, and every .eml
+fixture of the test suite."""
 
 from __future__ import annotations
 
@@ -211,6 +212,16 @@ CPYTHON: dict[str, Callable[[], bytes]] = {
     ),
 }
 
+# What the fuzz campaign found (docs/campaigns.md, "What the campaigns found"), by number.
+FINDINGS: dict[str, Callable[[], bytes]] = {
+    # 7: Exim's address pattern was cubic on an unterminated last line of '@'
+    "finding-7-exim-unterminated-line": lambda: message(
+        "From: Mail Delivery System <Mailer-Daemon@x.test>",
+        "Subject: Mail delivery failed",
+        body=b"The following address(es) failed:\r\n\r\n  " + b"@" * 4000,
+    ),
+}
+
 
 def fixtures() -> dict[str, bytes]:
     """Every .eml of the test suite, CRLF line ends as over SMTP."""
@@ -224,7 +235,7 @@ def fixtures() -> dict[str, bytes]:
 
 def seeds() -> dict[str, bytes]:
     """Every seed by name."""
-    made = {name: build() for name, build in {**CATALOGUE, **CPYTHON}.items()}
+    made = {name: build() for name, build in {**CATALOGUE, **CPYTHON, **FINDINGS}.items()}
     return made | fixtures()
 
 
