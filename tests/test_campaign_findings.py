@@ -94,3 +94,18 @@ def test_exim_bounce_ending_on_an_unterminated_line_keeps_the_limits() -> None:
     bounce = analyse(exim_bounce_ending_unterminated(), "", id_domain="mx.test").bounce
     assert bounce is not None and bounce.format == "exim"
     assert bounce.addresses == {JOHN}
+
+
+def qmail_bounce_with_a_run_of_at() -> bytes:
+    """qmail's bounce of our reply with a line of '<' and 40 000 '@' after its recipient."""
+    raw = fixture("bounces/bounce-qmail")
+    return raw.replace(b"--- Below", b"<" + b"@" * 40_000 + b"\n\n--- Below", 1)
+
+
+def test_qmail_bounce_with_a_run_of_at_keeps_the_limits() -> None:
+    """Such a bounce passes the boundary's limits (qmail's pattern retried every split of the
+    run: 6 s for this one) and reports the recipient and the original as before."""
+    check(qmail_bounce_with_a_run_of_at())
+    bounce = analyse(qmail_bounce_with_a_run_of_at(), "", id_domain="mx.test").bounce
+    assert bounce is not None and bounce.format == "qmail"
+    assert (bounce.addresses, bounce.original_message_id) == ({JOHN}, "<reply-1@mx.test>")

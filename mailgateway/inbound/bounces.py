@@ -37,8 +37,10 @@ _COPY_MARKER = re.compile(
     r"^[ \t]*-{2,}.*(?:copy of the message|original message|original headers|message follows)",
     re.IGNORECASE | re.MULTILINE,
 )
+# The address is atomic: every split at an '@' ends where the same run ends, so when '>:'
+# does not follow, no other split can match (retrying them all was quadratic on "<@@@@…").
 _QMAIL = re.compile(
-    r"^<([^<>\s]+@[^<>\s]+)>:[ \t]*\n((?:[ \t]*\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE
+    r"^<((?>[^<>\s]+@[^<>\s]+))>:[ \t]*\n((?:[ \t]*\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE
 )
 # The lookahead asks for the line end first: without it, an unterminated last line such as
 # "  @@@@…" was tried at every split of the address and every length of the rest (cubic).

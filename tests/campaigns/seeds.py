@@ -220,6 +220,10 @@ FINDINGS: dict[str, Callable[[], bytes]] = {
         "Subject: Mail delivery failed",
         body=b"The following address(es) failed:\r\n\r\n  " + b"@" * 4000,
     ),
+    # 8: qmail's address pattern was quadratic on '<' and a long run of '@'
+    "finding-8-qmail-at-run": lambda: message(
+        "From: MAILER-DAEMON@x.test", "Subject: failure notice", body=b"<" + b"@" * 40_000
+    ),
 }
 
 
