@@ -109,3 +109,27 @@ def test_qmail_bounce_with_a_run_of_at_keeps_the_limits() -> None:
     bounce = analyse(qmail_bounce_with_a_run_of_at(), "", id_domain="mx.test").bounce
     assert bounce is not None and bounce.format == "qmail"
     assert (bounce.addresses, bounce.original_message_id) == ({JOHN}, "<reply-1@mx.test>")
+
+
+LONG_RUN = b"a" * 60_000
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "kind"),
+    [
+        ("bounce-x-failed-recipients", b"X-Failed-Recipients: ", "x-failed-recipients"),
+        ("dsn-postfix", b"Final-Recipient: rfc822; ", "dsn"),
+    ],
+    ids=["x-failed-recipients", "final-recipient"],
+)
+def test_recipient_field_with_a_long_run_keeps_the_limits(
+    name: str, field: bytes, kind: str
+) -> None:
+    """A recipient field holding a run of 60 000 address characters without '@' before the
+    address passes the boundary's limits (the address search started again at each of them:
+    5 s) and still yields the address."""
+    raw = fixture(f"bounces/{name}").replace(field, field + LONG_RUN + b" ", 1)
+    check(raw)
+    bounce = analyse(raw, "", id_domain="mx.test").bounce
+    assert bounce is not None and bounce.format == kind
+    assert bounce.addresses == {JOHN}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from mailgateway.domain import DeliveryStatus, Parsed
 from mailgateway.inbound import mime
@@ -52,7 +53,8 @@ _MESSAGE_ID_LINE = re.compile(r"^message-id:[ \t]*(\S[^\n]{0,996})", re.IGNORECA
 _ENHANCED_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b[^\n]{0,400}")
 _BLOCK_BREAK = re.compile(rb"\n[ \t]*\n")
-_ADDRESS = re.compile(r"[^\s<>;:,\"\x00-\x1f\x7f]+@[^\s<>;:,\"\x00-\x1f\x7f]+")  # no controls, NUL
+# Runs of the characters an address may hold (no controls, no NUL): see `_addresses`.
+_ADDRESS_RUN = re.compile(r"[^\s<>;:,\"\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,7 @@ def _header_recipients(parsed: Parsed, text: str) -> Iterator[FailedRecipient]:
     value = parsed.header("x-failed-recipients") or ""
     reply = _SMTP_REPLY.search(text[:SCAN_LIMIT])
     diagnostic = reply.group(0) if reply else ""
-    for address in _ADDRESS.findall(value)[:MAX_RECIPIENTS]:
+    for address in islice(_addresses(value), MAX_RECIPIENTS):
         yield _recipient(address, diagnostic, None)
 
 
@@ -232,8 +234,18 @@ def _address(value: str | None) -> str | None:
     """The address of a `rfc822; user@example.com` recipient field, lower-cased."""
     if not value:
         return None
-    found = _ADDRESS.search(value.partition(";")[2] or value)
-    return found.group(0).lower()[:320] if found else None
+    found = next(_addresses(value.partition(";")[2] or value), None)
+    return found.lower()[:320] if found else None
+
+
+def _addresses(text: str) -> Iterator[str]:
+    """The addresses in a text: its runs of address characters with an '@' inside, which is
+    what searching `x+@x+` finds, in one pass (that search started again at every character of
+    a long run without an '@': quadratic)."""
+    for match in _ADDRESS_RUN.finditer(text):
+        run = match.group(0)
+        if "@" in run[1:-1]:
+            yield run
 
 
 def _action(action: str, status: str) -> DeliveryStatus | None:

@@ -224,6 +224,16 @@ FINDINGS: dict[str, Callable[[], bytes]] = {
     "finding-8-qmail-at-run": lambda: message(
         "From: MAILER-DAEMON@x.test", "Subject: failure notice", body=b"<" + b"@" * 40_000
     ),
+    # 9: the address pattern of recipient fields was quadratic on a long run without '@'
+    "finding-9-failed-recipients-run": lambda: message(
+        "From: a@customer.test", "X-Failed-Recipients: " + "a" * 60_000
+    ),
+    "finding-9-final-recipient-run": lambda: message(
+        "From: MAILER-DAEMON@x.test",
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=b",
+        body=b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Final-Recipient: rfc822; " + b"a" * 60_000 + b"\r\nAction: failed\r\n\r\n--b--\r\n",
+    ),
 }
 
 
