@@ -133,3 +133,19 @@ def test_recipient_field_with_a_long_run_keeps_the_limits(
     bounce = analyse(raw, "", id_domain="mx.test").bounce
     assert bounce is not None and bounce.format == kind
     assert bounce.addresses == {JOHN}
+
+
+def qmail_bounce_with_a_dash_line() -> bytes:
+    """qmail's bounce of our reply with a line of 20 000 dashes before its copy marker."""
+    raw = fixture("bounces/bounce-qmail")
+    return raw.replace(b"--- Below", b"-" * 20_000 + b"\n\n--- Below", 1)
+
+
+def test_bounce_with_a_line_of_dashes_keeps_the_limits() -> None:
+    """Such a bounce passes the boundary's limits (the copy marker's pattern split the dashes
+    every way: 4 s) and its text is still cut at the marker: the recipient is read from the
+    report, the original from the copy."""
+    check(qmail_bounce_with_a_dash_line())
+    bounce = analyse(qmail_bounce_with_a_dash_line(), "", id_domain="mx.test").bounce
+    assert bounce is not None and bounce.format == "qmail"
+    assert (bounce.addresses, bounce.original_message_id) == ({JOHN}, "<reply-1@mx.test>")

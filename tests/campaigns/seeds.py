@@ -234,6 +234,10 @@ FINDINGS: dict[str, Callable[[], bytes]] = {
         body=b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
         b"Final-Recipient: rfc822; " + b"a" * 60_000 + b"\r\nAction: failed\r\n\r\n--b--\r\n",
     ),
+    # 10: the copy-of-the-message marker was quadratic on a line of dashes
+    "finding-10-dash-line": lambda: message(
+        "From: MAILER-DAEMON@x.test", "Subject: Undeliverable", body=b"-" * 20_000
+    ),
 }
 
 
