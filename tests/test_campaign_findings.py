@@ -12,8 +12,9 @@ import pytest
 
 from mailgateway.inbound.analysis import analyse
 from mailgateway.intake.imapclient import ConnectionLost, ImapSession
-from mailgateway.store.repo import Store
+from mailgateway.store.repo import Delivery, Envelope, Store
 from tests.campaigns.boundary import check
+from tests.test_origin import read_fixture
 from tests.test_threading_worker import (
     JOHN,
     deliver,
@@ -23,6 +24,7 @@ from tests.test_threading_worker import (
     send_ours,
     start,
 )
+from tests.test_worker_origin import EXPECTED, shown, worker_for
 
 CONTROL_RECIPIENT = b"john.do\x17\x00\x00e@customer.test"
 
@@ -149,3 +151,40 @@ def test_bounce_with_a_line_of_dashes_keeps_the_limits() -> None:
     bounce = analyse(qmail_bounce_with_a_dash_line(), "", id_domain="mx.test").bounce
     assert bounce is not None and bounce.format == "qmail"
     assert (bounce.addresses, bounce.original_message_id) == ({JOHN}, "<reply-1@mx.test>")
+
+
+FORWARDED = "Fwd: Printer on fire"
+
+
+def forward_with_an_empty_result_property() -> bytes:
+    """Alice's Gmail forward, trusted through mx.acme.example's Authentication-Results, whose
+    DKIM pass ends on an empty property, `header.b=` (atheris found one like it)."""
+    return read_fixture("gmail_en_qp.eml").replace(b"header.b=Xk3q9ZtA", b"header.b=", 1)
+
+
+def test_empty_result_property_is_read_as_evidence() -> None:
+    """Such a forward passes the boundary and is trusted as before; the evidence shows the empty
+    property (authres's own str() raised AttributeError on it, failing the origin step)."""
+    values = check(forward_with_an_empty_result_property())
+    assert (values["attribution"], values["from_email"]) == (
+        "forward_original_sender",
+        "john.doe@customer.test",
+    )
+    assert values["evidence"]["header"] == (
+        "Authentication-Results: mx.acme.example; dkim=pass header.d=acme.example "
+        "header.s=google header.b="
+    )
+
+
+async def test_forward_with_an_empty_result_property_is_stored(
+    store: Store, config_dir: Path
+) -> None:
+    """Such a forward is stored as the customer's on both databases, its queue row done (the
+    worker failed on it at every attempt until the row was held)."""
+    envelope = Envelope(mail_from="alice@acme.example")
+    raw = forward_with_an_empty_result_property()
+    [queue_id] = await store.enqueue(raw, envelope, [Delivery("support", "s@x")])
+    assert await worker_for(store, config_dir).run_once() == 1
+    assert await shown(store) == {FORWARDED: EXPECTED[FORWARDED]}
+    [row] = [row for row in await store.queue_rows() if row.id == queue_id]
+    assert row.state == "done"

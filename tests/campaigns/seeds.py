@@ -238,6 +238,11 @@ FINDINGS: dict[str, Callable[[], bytes]] = {
     "finding-10-dash-line": lambda: message(
         "From: MAILER-DAEMON@x.test", "Subject: Undeliverable", body=b"-" * 20_000
     ),
+    # 11: a trusted host's pass result with an empty property value failed the origin step
+    "finding-11-empty-result-property": lambda: message(
+        "Authentication-Results: mx.acme.example; dkim=pass header.d=customer.test header.b=",
+        "From: a@customer.test",
+    ),
 }
 
 
