@@ -108,7 +108,14 @@ def atheris_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for text in texts
         for count in re.findall(r"stat::number_of_executed_units: (\d+)", text)
     )
-    found = sorted(path.name for path in artifacts.iterdir() if path.suffix != ".txt")
+    # libFuzzer's crash-<sha1> and the target's own failure-<sha1> hold the same input: count
+    # each input once, by the name that has its reason beside it
+    inputs: dict[str, str] = {}
+    for path in sorted(artifacts.iterdir()):
+        digest = path.name.partition("-")[2]
+        if path.suffix != ".txt" and (digest not in inputs or path.name.startswith("failure-")):
+            inputs[digest] = path.name
+    found = sorted(inputs.values())
     return {
         "exit_status": status,
         "runs": runs,

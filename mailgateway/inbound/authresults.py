@@ -142,8 +142,17 @@ def _aligned_pass(value: str, from_domain: str) -> tuple[AuthMethod, str] | None
         method, properties = known
         domains = [_domain(prop.value) for prop in result.properties if _key(prop) in properties]
         if any(aligned(domain, from_domain) for domain in domains):
-            return method, str(result)
+            return method, _result_text(result)
     return None
+
+
+def _result_text(result: authres.AuthenticationResult) -> str:
+    """A result as evidence, 'dkim=pass header.d=example.com header.s=s1': written here, as
+    authres's own str() raises AttributeError on an empty property value ('header.b=')."""
+    version = f"/{result.version}" if result.version else ""
+    words = [f"{result.method}{version}={result.result}"]
+    words += [f"{_key(prop)}={prop.value or ''}" for prop in result.properties]
+    return " ".join(words)
 
 
 def _key(prop: authres.AuthenticationResultProperty) -> str:

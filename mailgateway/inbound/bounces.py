@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from mailgateway.domain import DeliveryStatus, Parsed
 from mailgateway.inbound import mime
@@ -33,20 +34,29 @@ _BOUNCE_SUBJECT = re.compile(
 )
 _DELAY_SUBJECT = re.compile(r"\bdelay|\bwarning:|verzögert|retardé|retrasad", re.IGNORECASE)
 _SYSTEM_LOCAL = re.compile(r"mailer-daemon|mailer_daemon|postmaster", re.IGNORECASE)
+# "--.*", not "-{2,}.*": further dashes fall to ".*" anyway, and splitting a long run of them
+# between the two was quadratic.
 _COPY_MARKER = re.compile(
-    r"^[ \t]*-{2,}.*(?:copy of the message|original message|original headers|message follows)",
+    r"^[ \t]*--.*(?:copy of the message|original message|original headers|message follows)",
     re.IGNORECASE | re.MULTILINE,
 )
+# The address is atomic: every split at an '@' ends where the same run ends, so when '>:'
+# does not follow, no other split can match (retrying them all was quadratic on "<@@@@…").
 _QMAIL = re.compile(
-    r"^<([^<>\s]+@[^<>\s]+)>:[ \t]*\n((?:[ \t]*\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE
+    r"^<((?>[^<>\s]+@[^<>\s]+))>:[ \t]*\n((?:[ \t]*\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE
 )
-_EXIM = re.compile(r"^ {2}(\S+@[^\s:]+)[^\n]*\n((?: {4,}\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE)
+# The lookahead asks for the line end first: without it, an unterminated last line such as
+# "  @@@@…" was tried at every split of the address and every length of the rest (cubic).
+_EXIM = re.compile(
+    r"^ {2}(?=[^\n]*\n)(\S+@[^\s:]+)[^\n]*\n((?: {4,}\S[^\n]*(?:\n|\Z)){0,20})", re.MULTILINE
+)
 _EXIM_INTRO = re.compile(r"following address(?:\(es\)|es)? failed", re.IGNORECASE)
 _MESSAGE_ID_LINE = re.compile(r"^message-id:[ \t]*(\S[^\n]{0,996})", re.IGNORECASE | re.MULTILINE)
 _ENHANCED_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b[^\n]{0,400}")
 _BLOCK_BREAK = re.compile(rb"\n[ \t]*\n")
-_ADDRESS = re.compile(r"[^\s<>;:,\"\x00-\x1f\x7f]+@[^\s<>;:,\"\x00-\x1f\x7f]+")  # no controls, NUL
+# Runs of the characters an address may hold (no controls, no NUL): see `_addresses`.
+_ADDRESS_RUN = re.compile(r"[^\s<>;:,\"\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +201,7 @@ def _header_recipients(parsed: Parsed, text: str) -> Iterator[FailedRecipient]:
     value = parsed.header("x-failed-recipients") or ""
     reply = _SMTP_REPLY.search(text[:SCAN_LIMIT])
     diagnostic = reply.group(0) if reply else ""
-    for address in _ADDRESS.findall(value)[:MAX_RECIPIENTS]:
+    for address in islice(_addresses(value), MAX_RECIPIENTS):
         yield _recipient(address, diagnostic, None)
 
 
@@ -226,8 +236,18 @@ def _address(value: str | None) -> str | None:
     """The address of a `rfc822; user@example.com` recipient field, lower-cased."""
     if not value:
         return None
-    found = _ADDRESS.search(value.partition(";")[2] or value)
-    return found.group(0).lower()[:320] if found else None
+    found = next(_addresses(value.partition(";")[2] or value), None)
+    return found.lower()[:320] if found else None
+
+
+def _addresses(text: str) -> Iterator[str]:
+    """The addresses in a text: its runs of address characters with an '@' inside, which is
+    what searching `x+@x+` finds, in one pass (that search started again at every character of
+    a long run without an '@': quadratic)."""
+    for match in _ADDRESS_RUN.finditer(text):
+        run = match.group(0)
+        if "@" in run[1:-1]:
+            yield run
 
 
 def _action(action: str, status: str) -> DeliveryStatus | None:

@@ -1,5 +1,6 @@
 """Fuzzing seeds: the RELIABILITY.md catalogue's hostile inputs, the eight SMTP smuggling endings,
-the CPython email issues it names, and every .eml fixture of the test suite."""
+the CPython email issues it names, the inputs of the fuzz campaign's findings, and every .eml
+fixture of the test suite."""
 
 from __future__ import annotations
 
@@ -211,6 +212,39 @@ CPYTHON: dict[str, Callable[[], bytes]] = {
     ),
 }
 
+# What the fuzz campaign found (docs/campaigns.md, "What the campaigns found"), by number.
+FINDINGS: dict[str, Callable[[], bytes]] = {
+    # 7: Exim's address pattern was cubic on an unterminated last line of '@'
+    "finding-7-exim-unterminated-line": lambda: message(
+        "From: Mail Delivery System <Mailer-Daemon@x.test>",
+        "Subject: Mail delivery failed",
+        body=b"The following address(es) failed:\r\n\r\n  " + b"@" * 4000,
+    ),
+    # 8: qmail's address pattern was quadratic on '<' and a long run of '@'
+    "finding-8-qmail-at-run": lambda: message(
+        "From: MAILER-DAEMON@x.test", "Subject: failure notice", body=b"<" + b"@" * 40_000
+    ),
+    # 9: the address pattern of recipient fields was quadratic on a long run without '@'
+    "finding-9-failed-recipients-run": lambda: message(
+        "From: a@customer.test", "X-Failed-Recipients: " + "a" * 60_000
+    ),
+    "finding-9-final-recipient-run": lambda: message(
+        "From: MAILER-DAEMON@x.test",
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=b",
+        body=b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Final-Recipient: rfc822; " + b"a" * 60_000 + b"\r\nAction: failed\r\n\r\n--b--\r\n",
+    ),
+    # 10: the copy-of-the-message marker was quadratic on a line of dashes
+    "finding-10-dash-line": lambda: message(
+        "From: MAILER-DAEMON@x.test", "Subject: Undeliverable", body=b"-" * 20_000
+    ),
+    # 11: a trusted host's pass result with an empty property value failed the origin step
+    "finding-11-empty-result-property": lambda: message(
+        "Authentication-Results: mx.acme.example; dkim=pass header.d=customer.test header.b=",
+        "From: a@customer.test",
+    ),
+}
+
 
 def fixtures() -> dict[str, bytes]:
     """Every .eml of the test suite, CRLF line ends as over SMTP."""
@@ -224,7 +258,7 @@ def fixtures() -> dict[str, bytes]:
 
 def seeds() -> dict[str, bytes]:
     """Every seed by name."""
-    made = {name: build() for name, build in {**CATALOGUE, **CPYTHON}.items()}
+    made = {name: build() for name, build in {**CATALOGUE, **CPYTHON, **FINDINGS}.items()}
     return made | fixtures()
 
 
