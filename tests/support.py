@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailgateway.config import Config, load_config
+from mailgateway.store.schema import utcnow
 
 if TYPE_CHECKING:
     from mailgateway.app import Gateway
 
 SUPPORT = "support@acme.inbox.example.net"
+JOHN = "john.doe@customer.test"
+OURS = "<reply-1@mx.test>"  # the Message-ID of a reply we sent
 SALES = "sales@acme.inbox.example.net"
 DISABLED = "archive@acme.inbox.example.net"
 
@@ -218,3 +221,17 @@ def exited_pid() -> int:
         check=True,
     )
     return int(child.stdout)
+
+
+def our_reply(conversation_id: int) -> dict[str, Any]:
+    """The messages row of a reply we sent to John (Message-ID `OURS`) on a conversation."""
+    return {
+        "conversation_id": conversation_id,
+        "inbox": "support",
+        "direction": "outbound",
+        "message_id": OURS,
+        "subject": "Re: Printer on fire",
+        "from_email": SUPPORT,
+        "to": [{"email": JOHN, "name": "John Doe"}],
+        "created_at": utcnow(),
+    }

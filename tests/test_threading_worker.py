@@ -18,13 +18,11 @@ from mailgateway.store import repo
 from mailgateway.store import threads as threads_store
 from mailgateway.store.repo import Delivery, Envelope, Store
 from mailgateway.store.schema import utcnow
-from tests.support import SUPPORT, loaded
+from tests.support import JOHN, OURS, SUPPORT, loaded, our_reply
 
 FIXTURES = Path(__file__).parent / "fixtures" / "threading"
 SETTINGS = WorkerConfig(batch_size=10, max_attempts=3, poll_interval=0.1, retry_delay=0.0)
-JOHN = "john.doe@customer.test"
 TOKEN = "0123456789abcdef0123456789abcdef"
-OURS = "<reply-1@mx.test>"
 
 
 def fixture(path: str) -> bytes:
@@ -76,19 +74,7 @@ async def start(store: Store, config_dir: Path) -> Outcome:
 async def send_ours(store: Store, conversation_id: int) -> None:
     """Store one of our outbound replies to John (as the outbound queue will)."""
     async with store.engine.begin() as connection:
-        await repo.insert_message(
-            connection,
-            {
-                "conversation_id": conversation_id,
-                "inbox": "support",
-                "direction": "outbound",
-                "message_id": OURS,
-                "subject": "Re: Printer on fire",
-                "from_email": SUPPORT,
-                "to": [{"email": JOHN, "name": "John Doe"}],
-                "created_at": utcnow(),
-            },
-        )
+        await repo.insert_message(connection, our_reply(conversation_id))
 
 
 async def test_leaked_reference_starts_new_conversation(store: Store, config_dir: Path) -> None:

@@ -22,16 +22,12 @@ from mailgateway.store.db import create_engine
 from mailgateway.store.outbound import outbound_queue
 from mailgateway.store.outbox import notification_outbox
 from mailgateway.store.repo import ClaimedItem, Delivery, Envelope, Store
-from mailgateway.store.schema import utcnow
 from tests.conftest import _migrate, _pg_execute, pg_url
 from tests.routing_support import SETTINGS, loaded, write_routing_config
-from tests.support import make_message
+from tests.support import JOHN, OURS, SUPPORT, make_message, our_reply
 
 RULES = Path(__file__).parent / "fixtures" / "threading"
-SUPPORT = "support@acme.inbox.example.net"
 SALES = "sales@acme.inbox.example.net"
-JOHN = "john.doe@customer.test"
-OURS = "<reply-1@mx.test>"
 TABLES = {
     "contacts": repo.contacts,
     "conversations": repo.conversations,
@@ -181,19 +177,7 @@ async def prepare(store: Store, worker: InboundWorker) -> ClaimedItem:
         await connection.execute(
             update(conversations).where(conversations.c.id == closed_id).values(status="closed")
         )
-        await repo.insert_message(
-            connection,
-            {
-                "conversation_id": john_id,
-                "inbox": "support",
-                "direction": "outbound",
-                "message_id": OURS,
-                "subject": "Re: Printer on fire",
-                "from_email": SUPPORT,
-                "to": [{"email": JOHN, "name": "John Doe"}],
-                "created_at": utcnow(),
-            },
-        )
+        await repo.insert_message(connection, our_reply(john_id))
         await repo.upsert_contact(connection, "sam@customer.test", "")
         await routing.set_contact_owner(connection, "sam@customer.test", "erin")
     return again

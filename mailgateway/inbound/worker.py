@@ -332,8 +332,20 @@ async def _decide(
     own_message: bool,
 ) -> tuple[ThreadRef, AutoVerdict]:
     """Run the threading and auto-reply stages on what the store knows."""
-    parsed, bounce = analysis.parsed, analysis.bounce
     lookups = await gather_lookups(connection, item, analysis, author.contact_id, directory)
+    return _conclude(item, analysis, author, lookups, directory, own_message)
+
+
+def _conclude(
+    item: ClaimedItem,
+    analysis: Analysis,
+    author: Sender,
+    lookups: Lookups,
+    directory: Directory,
+    own_message: bool,
+) -> tuple[ThreadRef, AutoVerdict]:
+    """The threading and auto-reply stages, on the lookups gathered for the message."""
+    parsed, bounce = analysis.parsed, analysis.bounce
     verdict = classify(
         parsed,
         item.mail_from,
@@ -521,15 +533,7 @@ async def _decide_run(
         found = _found(lookups)
         if run and joined & found.keys():
             break  # it would see a conversation of the run before the run's message is in it
-        verdict = classify(
-            parsed,
-            item.mail_from,
-            own_addresses=directory.own_addresses,
-            own_message=own_message,
-            bounce_format=None if bounce is None else bounce.format,
-        )
-        bounced_to = frozenset() if bounce is None else bounce.addresses
-        one.ref, one.verdict = thread(parsed, author, lookups, bounced_to), verdict
+        one.ref, one.verdict = _conclude(item, analysis, author, lookups, directory, own_message)
         if one.ref.conversation_id is None:
             if one.contact_id is not None:
                 contacts_touched.add((item.inbox, one.contact_id))

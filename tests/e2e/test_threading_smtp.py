@@ -10,13 +10,10 @@ from typing import Any
 from mailgateway.app import Gateway
 from mailgateway.domain import ConversationStatus
 from mailgateway.store import repo
-from mailgateway.store.schema import utcnow
 from mailgateway.views import conversation_detail
-from tests.support import SUPPORT, RawSMTP, port_of
+from tests.support import JOHN, OURS, SUPPORT, RawSMTP, our_reply, port_of
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "threading"
-JOHN = "john.doe@customer.test"
-OURS = "<reply-1@mx.test>"
 
 
 def fixture(path: str) -> bytes:
@@ -113,19 +110,7 @@ async def test_out_of_office_flagged_and_closed_stays_closed(gateway: Gateway) -
 async def store_ours(gateway: Gateway, conversation_id: int) -> None:
     """One of our replies to John, stored as the outbound queue stores what it sends."""
     async with gateway.store.engine.begin() as connection:
-        await repo.insert_message(
-            connection,
-            {
-                "conversation_id": conversation_id,
-                "inbox": "support",
-                "direction": "outbound",
-                "message_id": OURS,
-                "subject": "Re: Printer on fire",
-                "from_email": SUPPORT,
-                "to": [{"email": JOHN, "name": "John Doe"}],
-                "created_at": utcnow(),
-            },
-        )
+        await repo.insert_message(connection, our_reply(conversation_id))
 
 
 async def test_dsn_for_our_message(gateway: Gateway) -> None:
