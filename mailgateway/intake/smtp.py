@@ -137,7 +137,7 @@ class IntakeHandler:
         self.free_space = free_space
         self.on_commit = on_commit
         self.commit_timeout = commit_timeout
-        self.pending: set[asyncio.Task[list[int]]] = set()
+        self.pending: set[asyncio.Future[list[int]]] = set()
         self.group = GroupCommit(lambda batch: self.store.enqueue_many(batch))
         self.backpressure = Backpressure(
             store.queue_depth, lambda: self.config.gateway.smtp.max_queue_depth
@@ -219,14 +219,12 @@ class IntakeHandler:
     ) -> str:
         """The durable write, shielded from the client going away: once started it completes (or
         rolls back) whatever happens to the session."""
-        task = asyncio.ensure_future(
-            self.group.submit(Submission(raw, envelope, tuple(deliveries)))
-        )
-        self.pending.add(task)
-        task.add_done_callback(self._committed)
+        future = self.group.submit(Submission(raw, envelope, tuple(deliveries)))
+        self.pending.add(future)
+        future.add_done_callback(self._committed)
         try:
             async with asyncio.timeout(self.commit_timeout):
-                ids = await asyncio.shield(task)
+                ids = await asyncio.shield(future)
         except Exception as error:  # every internal fault is a 4xx: the sender retries
             log.error("intake.commit_failed", error=type(error).__name__)
             return TEMPORARY_FAILURE
@@ -242,11 +240,11 @@ class IntakeHandler:
         )
         return f"250 2.0.0 Ok: queued as {queued}"
 
-    def _committed(self, task: asyncio.Task[list[int]]) -> None:
+    def _committed(self, future: asyncio.Future[list[int]]) -> None:
         """Forget a finished commit and make sure its exception is retrieved."""
-        self.pending.discard(task)
-        if not task.cancelled():
-            task.exception()
+        self.pending.discard(future)
+        if not future.cancelled():
+            future.exception()
 
     async def handle_exception(self, error: Exception) -> str:
         """Any fault inside the session: a retryable 451 with no internal detail."""
