@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from mailgateway.store import db
 from mailgateway.store.db import create_engine
 from mailgateway.store.faults import database_unavailable
 from mailgateway.store.repo import Store
@@ -93,3 +94,53 @@ def test_connection_refused_is_unavailable() -> None:
     does not."""
     assert database_unavailable(ConnectionRefusedError(111, "Connection refused"))
     assert not database_unavailable(ValueError("bug"))
+
+
+async def backend_pids(store: Store, count: int) -> set[int]:
+    """The server processes behind `count` pooled connections checked out together."""
+    connections = [await store.engine.connect() for _ in range(count)]
+    try:
+        return {await c.scalar(text("SELECT pg_backend_pid()")) for c in connections}
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def test_postgresql_idle_connection_killed_is_replaced_before_use(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pooled connections whose server sessions ended while idle are pinged and replaced at
+    check-out: the next transactions succeed on new sessions."""
+    monkeypatch.setattr(db, "IDLE_PING", 0.0)
+    store = Store(create_engine(pg_url(pg_database)))
+    try:
+        before = await backend_pids(store, 3)
+        await _admin(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            f"WHERE datname = '{pg_database}' AND pid <> pg_backend_pid()"
+        )
+        after = await backend_pids(store, 3)
+        assert len(after) == 3
+        assert not after & before
+    finally:
+        await store.close()
+
+
+async def test_postgresql_connection_in_use_a_moment_ago_is_not_pinged(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection checked in less than IDLE_PING ago is handed out without a ping (so a
+    session ended in that moment fails the next transaction, which reports it unavailable)."""
+    monkeypatch.setattr(db, "IDLE_PING", 3600.0)
+    store = Store(create_engine(pg_url(pg_database)))
+    try:
+        await backend_pids(store, 1)
+        await _admin(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            f"WHERE datname = '{pg_database}' AND pid <> pg_backend_pid()"
+        )
+        failed = await raised(store, "SELECT 1")
+        assert database_unavailable(failed)
+        assert len(await backend_pids(store, 1)) == 1
+    finally:
+        await store.close()

@@ -24,13 +24,15 @@ class GroupCommit:
         self.waiting: list[tuple[Submission, asyncio.Future[list[int]]]] = []
         self.drainer: asyncio.Task[None] | None = None
 
-    async def submit(self, submission: Submission) -> list[int]:
-        """Commit one message (with whatever else is waiting); its queue ids."""
+    def submit(self, submission: Submission) -> asyncio.Future[list[int]]:
+        """Queue one message for the next commit (with whatever else is waiting); the future
+        of its queue ids, settled once that commit is done (a future, not a task to wrap: one
+        task fewer per message)."""
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self.waiting.append((submission, future))
         if self.drainer is None or self.drainer.done():
             self.drainer = asyncio.create_task(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         """Commit batches until nothing is waiting."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from typing import Any
@@ -225,6 +226,42 @@ async def test_starttls_discards_pipelined_plaintext(
         assert reply.startswith("250")
         assert (await client.command("EHLO client.test")).startswith("250")
         await client.close()
+
+
+async def starttls_peer(gateway: Gateway, ca: trustme.CA) -> str:
+    """The host name in the certificate the gateway presents after STARTTLS."""
+    client = await RawSMTP.connect(port_of(gateway))
+    await client.command("EHLO client.test")
+    assert (await client.command("STARTTLS")).startswith("220")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.check_hostname = False
+    await client.writer.start_tls(context)
+    peer = client.writer.get_extra_info("peercert")
+    await client.close()
+    names = [value for kind, value in peer["subjectAltName"] if kind == "DNS"]
+    return str(names[0])
+
+
+async def test_renewed_certificate_presented_from_next_connection(
+    gateway_factory: GatewayFactory, tmp_path: Any
+) -> None:
+    """Certificate and key files rewritten while serving are presented from the next STARTTLS."""
+    ca = trustme.CA()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    first = ca.issue_cert("mx.test")
+    first.cert_chain_pems[0].write_to_path(str(cert))
+    first.private_key_pem.write_to_path(str(key))
+    async with gateway_factory(tls_cert=str(cert), tls_key=str(key)) as gateway:
+        assert await starttls_peer(gateway, ca) == "mx.test"
+        assert await starttls_peer(gateway, ca) == "mx.test"
+        renewed = ca.issue_cert("mx2.test")
+        renewed.cert_chain_pems[0].write_to_path(str(cert))
+        renewed.private_key_pem.write_to_path(str(key))
+        stamp = cert.stat().st_mtime_ns + 1_000_000  # changed even on a coarse-clock file system
+        os.utime(cert, ns=(stamp, stamp))
+        os.utime(key, ns=(stamp, stamp))
+        assert await starttls_peer(gateway, ca) == "mx2.test"
 
 
 async def test_unknown_commands_502_then_close(gateway: Gateway) -> None:
