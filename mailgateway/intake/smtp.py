@@ -294,10 +294,15 @@ class GatewaySMTP(SMTP):
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's path parser, with a fast way for the usual form (see SIMPLE_PATH): the
-        same address and parameters, the same refusal of a local part over the limit."""
+        same address and parameters, the same refusal of a local part over the limit. A path
+        that makes aiosmtpd's parser raise (the email package fails on some broken domain
+        literals, e.g. `<a@[b>`) is malformed: 553 5.1.3, not a 451 the client would retry."""
         simple = SIMPLE_PATH.fullmatch(arg)
         if simple is None:
-            parsed: tuple[str | None, str | None] = super()._getaddr(arg)
+            try:
+                parsed: tuple[str | None, str | None] = super()._getaddr(arg)
+            except Exception:  # the client's bytes broke the parser: a malformed path
+                return None, None
             return parsed
         local, domain, rest = simple.groups()
         if self.local_part_limit and len(local) > self.local_part_limit:

@@ -146,6 +146,16 @@ async def test_local_part_and_path_limits(gateway: Gateway) -> None:
     await client.close()
 
 
+async def test_path_that_breaks_the_parser_is_malformed(gateway: Gateway) -> None:
+    """A broken domain literal in MAIL or RCPT gets 553 5.1.3 (not 451), and the session goes on."""
+    client = await RawSMTP.connect(port_of(gateway))
+    await client.command("EHLO client.test")
+    assert (await client.command("MAIL FROM:<bench@[customer.test>")).startswith("553 5.1.3")
+    assert (await client.command("MAIL FROM:<a@customer.test>")).startswith("250")
+    assert (await client.command("RCPT TO:<support@[acme.test>")).startswith("553 5.1.3")
+    await client.close()
+
+
 async def test_eight_bit_envelope_and_bad_parameters_refused(gateway: Gateway) -> None:
     """Rows 12–13: 8-bit envelope without SMTPUTF8, BODY=BINARYMIME and SMTPUTF8 are 5xx."""
     client = await RawSMTP.connect(port_of(gateway))
