@@ -126,7 +126,7 @@ def atheris_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
-def hypothesis_run(args: argparse.Namespace) -> dict[str, Any]:
+def hypothesis_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The hypothesis properties of the fuzz smoke tests, with many more examples each."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MAILGATEWAY_FUZZ_EXAMPLES": str(args.examples)}
     started = time.monotonic()
@@ -149,6 +149,8 @@ def hypothesis_run(args: argparse.Namespace) -> dict[str, Any]:
         text=True,
         check=False,
     )
+    log = workdir / "hypothesis.log"  # the falsifying examples, kept for a rerun
+    log.write_text(result.stdout + result.stderr)
     passed = re.search(r"(\d+) passed", result.stdout)
     failed = re.search(r"(\d+) failed", result.stdout)
     properties = 5  # three boundary properties and the SMTP property on two databases
@@ -159,6 +161,7 @@ def hypothesis_run(args: argparse.Namespace) -> dict[str, Any]:
         "failed": int(failed.group(1)) if failed else 0,
         "failures": [line for line in result.stdout.splitlines() if line.startswith("FAILED")],
         "seconds": round(time.monotonic() - started),
+        "log": str(log),
     }
 
 
@@ -177,7 +180,7 @@ def main() -> int:
             figures["atheris"] = {"runs": 0, "failures": ["atheris is not installed"]}
         print(f"fuzz: atheris {figures['atheris']}", flush=True)
     if not args.no_hypothesis:
-        figures["hypothesis"] = hypothesis_run(args)
+        figures["hypothesis"] = hypothesis_run(args, workdir)
         print(f"fuzz: hypothesis {figures['hypothesis']}", flush=True)
     iterations = (
         figures["seed_pass"]["checked"]

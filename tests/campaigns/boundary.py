@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import shutil
 import tempfile
 import time
@@ -195,16 +196,30 @@ def reset_peak() -> None:
         refs.write("5")
 
 
+def timed(raw: bytes) -> tuple[dict[str, Any], float]:
+    """The row of an input and the CPU seconds it took, the garbage collector held off meanwhile:
+    a collection of a long fuzzing process's heap (hundreds of MB of corpus) is not the input's
+    cost, and once took a 4 ms input over the limit."""
+    gc.disable()
+    try:
+        started = time.process_time()
+        values = row_values(raw)
+        return values, time.process_time() - started
+    finally:
+        gc.enable()
+
+
 def check(raw: bytes) -> dict[str, Any]:
     """Run the boundary on one input with the limits: any exception, more than 1 s of CPU time
     (not wall time: on a shared machine that measures the neighbours), or more than 64 MiB of
     memory above what the process held before, is a failure."""
     reset_peak()
     before, _ = resident()
-    started = time.process_time()
-    values = row_values(raw)
-    elapsed = time.process_time() - started
+    values, elapsed = timed(raw)
     _, peak = resident()
+    if elapsed > TIME_LIMIT:  # once more after a collection: was it the input or the process?
+        gc.collect()
+        values, elapsed = timed(raw)
     if elapsed > TIME_LIMIT:
         raise BoundaryFailure(f"{elapsed:.2f} s for {len(raw)} bytes")
     if peak - before > MEMORY_LIMIT:
