@@ -274,18 +274,10 @@ async def store_message(
     own_message = any(c.direction == Direction.OUTBOUND for c in same_id)
     ref, verdict = await _decide(connection, item, analysis, author, directory, own_message)
     conversation_id, reopened = await _place(connection, item, parsed, ref, verdict, contact_id)
-    defects = list(parsed.defects)
-    if same_id:  # stored before with other content: a reused or replayed id, kept and flagged
-        defects.append("message-id:reused-with-other-content")
-    values = message_values(item, parsed, conversation_id, ref, defects) | {
-        "text": analysis.text,
-        "auto_submitted": verdict.auto_submitted,
-        "auto_reasons": list(verdict.reasons),
-        "content_hash": analysis.content_hash,
-        "thread_detail": ref.detail or None,
-        "bounce": None if analysis.bounce is None else analysis.bounce.as_record(),
-    }
-    message_id = await threads_store.insert_message_once(connection, values | origin_values(origin))
+    values = stored_values(
+        item, analysis, conversation_id, ref, verdict, origin, reused_id=bool(same_id)
+    )
+    message_id = await threads_store.insert_message_once(connection, values)
     if message_id is None:
         raise ConcurrentDuplicate(item.inbox)
     if contact_id is not None:
@@ -652,10 +644,32 @@ def _verdict(one: _Planned) -> AutoVerdict:
 
 def _message_row(one: _Planned, conversation_id: int) -> dict[str, Any]:
     """The messages row of a decided message (as `store_message` writes it)."""
-    item, analysis, ref, verdict = one.item, one.analysis, _ref(one), _verdict(one)
+    return stored_values(
+        one.item,
+        one.analysis,
+        conversation_id,
+        _ref(one),
+        _verdict(one),
+        one.origin,
+        reused_id=one.reused_id,
+    )
+
+
+def stored_values(
+    item: ClaimedItem,
+    analysis: Analysis,
+    conversation_id: int,
+    ref: ThreadRef,
+    verdict: AutoVerdict,
+    origin: Origin,
+    *,
+    reused_id: bool,
+) -> dict[str, Any]:
+    """The messages row of an analysed and placed message; a Message-ID stored before with
+    other content (reused or replayed) is kept and flagged among the defects."""
     parsed = analysis.parsed
     defects = list(parsed.defects)
-    if one.reused_id:
+    if reused_id:
         defects.append("message-id:reused-with-other-content")
     values = message_values(item, parsed, conversation_id, ref, defects) | {
         "text": analysis.text,
@@ -665,7 +679,7 @@ def _message_row(one: _Planned, conversation_id: int) -> dict[str, Any]:
         "thread_detail": ref.detail or None,
         "bounce": None if analysis.bounce is None else analysis.bounce.as_record(),
     }
-    return values | origin_values(one.origin)
+    return values | origin_values(origin)
 
 
 async def _record_bounce(connection: AsyncConnection, inbox: str, bounce: Bounce) -> None:
