@@ -288,21 +288,9 @@ async def store_message(
             conversation_id=conversation_id,
             inbox=item.inbox,
         )
-    assignee = None
-    if config is not None and ref.conversation_id is None:  # replies keep their assignee
-        new = NewConversation(
-            conversation_id,
-            item.inbox,
-            parsed.subject,
-            contact_id,
-            sender,
-            auto_submitted=verdict.auto_submitted,
-            archive=item.archive,
-        )
-        assignment = await route_new_conversation(connection, config, new)
-        assignee = None if assignment is None else assignment.assignee
-    if analysis.bounce is not None and ref.bounce:
-        await _record_bounce(connection, item.inbox, analysis.bounce)
+    assignee = await _settle(
+        connection, config, item, analysis, conversation_id, ref, verdict, contact_id, sender
+    )
     await repo.finish(connection, item.id)
     return Outcome(
         item.id,
@@ -313,6 +301,37 @@ async def store_message(
         auto_submitted=verdict.auto_submitted,
         reopened=reopened,
     )
+
+
+async def _settle(
+    connection: AsyncConnection,
+    config: Config | None,
+    item: ClaimedItem,
+    analysis: Analysis,
+    conversation_id: int,
+    ref: ThreadRef,
+    verdict: AutoVerdict,
+    contact_id: int | None,
+    sender: Address | None,
+) -> str | None:
+    """After a message is stored: a new conversation is assigned by the inbox's rules (replies
+    keep their assignee), a bounce is recorded against our message; the assignee, if any."""
+    assignee = None
+    if config is not None and ref.conversation_id is None:
+        new = NewConversation(
+            conversation_id,
+            item.inbox,
+            analysis.parsed.subject,
+            contact_id,
+            sender,
+            auto_submitted=verdict.auto_submitted,
+            archive=item.archive,
+        )
+        assignment = await route_new_conversation(connection, config, new)
+        assignee = None if assignment is None else assignment.assignee
+    if analysis.bounce is not None and ref.bounce:
+        await _record_bounce(connection, item.inbox, analysis.bounce)
+    return assignee
 
 
 async def _decide(
@@ -599,23 +618,19 @@ async def _write_run(
     )
     outcomes = []
     for one in run:
-        item, parsed, ref, verdict = one.item, one.analysis.parsed, _ref(one), _verdict(one)
+        item, ref, verdict = one.item, _ref(one), _verdict(one)
         conversation_id = conversation_of[id(one)]
-        assignee = None
-        if config is not None and ref.conversation_id is None:  # replies keep their assignee
-            conversation = NewConversation(
-                conversation_id,
-                item.inbox,
-                parsed.subject,
-                one.contact_id,
-                one.origin.contact,
-                auto_submitted=verdict.auto_submitted,
-                archive=item.archive,
-            )
-            assignment = await route_new_conversation(connection, config, conversation)
-            assignee = None if assignment is None else assignment.assignee
-        if one.analysis.bounce is not None and ref.bounce:
-            await _record_bounce(connection, item.inbox, one.analysis.bounce)
+        assignee = await _settle(
+            connection,
+            config,
+            item,
+            one.analysis,
+            conversation_id,
+            ref,
+            verdict,
+            one.contact_id,
+            one.origin.contact,
+        )
         outcomes.append(
             Outcome(
                 item.id,
