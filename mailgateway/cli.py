@@ -83,6 +83,18 @@ def guarded(function: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+def log_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The daemon's and the worker's --log-level and --log-format."""
+    function = click.option(
+        "--log-format",
+        type=click.Choice([f.value for f in logs.LogFormat]),
+        default="auto",
+        show_default=True,
+        help="JSON lines on stdout (for journald), or text for people; auto: text on a terminal.",
+    )(function)
+    return click.option("--log-level", default="info", show_default=True)(function)
+
+
 def config_option(function: Callable[..., Any]) -> Callable[..., Any]:
     """Every command takes --config DIR (or MAILGATEWAY_CONFIG)."""
     return click.option(
@@ -167,14 +179,7 @@ def check_config(config_dir: Path) -> None:
 
 @main.command("serve")
 @config_option
-@click.option("--log-level", default="info", show_default=True)
-@click.option(
-    "--log-format",
-    type=click.Choice([f.value for f in logs.LogFormat]),
-    default="auto",
-    show_default=True,
-    help="JSON lines on stdout (for journald), or text for people; auto: text on a terminal.",
-)
+@log_options
 @guarded
 def serve(config_dir: Path, log_level: str, log_format: str) -> None:
     """Run the daemon: SMTP intake, the inbound and outbound workers, the HTTP API."""
@@ -1066,13 +1071,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 @main.command("worker")
 @config_option
-@click.option("--log-level", default="info", show_default=True)
-@click.option(
-    "--log-format",
-    type=click.Choice([f.value for f in logs.LogFormat]),
-    default="auto",
-    show_default=True,
-)
+@log_options
 @click.option("--child", is_flag=True, hidden=True, help="started by serve")
 @click.option("--report-fd", type=int, hidden=True, help="pipe for serve's metrics")
 @guarded
